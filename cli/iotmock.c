@@ -1,0 +1,207 @@
+/* `iotmock serve`: prepares the state directory (CA, server and claim certificates), writes the
+ * Mosquitto configuration into it, and replaces itself with Debian's mosquitto loading
+ * iotmock.so, so there is one process to run and to stop (SIGINT/SIGTERM stop it cleanly). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bootstrap.h"
+#include "ca.h"
+
+#define DEFAULT_MOSQUITTO "/usr/sbin/mosquitto"
+
+struct serve_opts {
+    const char *state_dir, *host, *bind, *region, *account_id, *lambda_endpoint, *templates_dir;
+    int mqtt_port, http_port;
+    long token_ttl;
+    int in_memory;
+};
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: iotmock serve [--state-dir DIR] [--host NAME] [--mqtt-port N] [--http-port N]\n"
+            "                     [--bind ADDR] [--region R] [--account-id ID]\n"
+            "                     [--lambda-endpoint URL] [--templates-dir DIR]\n"
+            "                     [--token-ttl SECONDS] [--in-memory]\n"
+            "defaults: ./.iotmock, localhost, 8883 (MQTT over TLS), 4580 (HTTP), 127.0.0.1,\n"
+            "          us-east-1, 123456789012\n");
+}
+
+static int parse_port(const char *s, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < 1 || v > 65535)
+        return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static int parse_args(int argc, char **argv, struct serve_opts *o)
+{
+    static const struct option longs[] = {
+        {"state-dir", required_argument, NULL, 's'}, {"host", required_argument, NULL, 'H'},
+        {"mqtt-port", required_argument, NULL, 'm'}, {"http-port", required_argument, NULL, 'p'},
+        {"bind", required_argument, NULL, 'b'},      {"region", required_argument, NULL, 'r'},
+        {"account-id", required_argument, NULL, 'a'},
+        {"lambda-endpoint", required_argument, NULL, 'l'},
+        {"templates-dir", required_argument, NULL, 't'},
+        {"token-ttl", required_argument, NULL, 'T'}, {"in-memory", no_argument, NULL, 'M'},
+        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+    *o = (struct serve_opts){.state_dir = "./.iotmock", .host = "localhost", .bind = "127.0.0.1",
+                             .region = "us-east-1", .account_id = "123456789012",
+                             .mqtt_port = 8883, .http_port = 4580, .token_ttl = 3600};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        switch (c) {
+        case 's': o->state_dir = optarg; break;
+        case 'H': o->host = optarg; break;
+        case 'b': o->bind = optarg; break;
+        case 'r': o->region = optarg; break;
+        case 'a': o->account_id = optarg; break;
+        case 'l': o->lambda_endpoint = optarg; break;
+        case 't': o->templates_dir = optarg; break;
+        case 'M': o->in_memory = 1; break;
+        case 'T':
+            o->token_ttl = atol(optarg);
+            if (o->token_ttl < 1)
+                return 0;
+            break;
+        case 'm':
+            if (!parse_port(optarg, &o->mqtt_port))
+                return 0;
+            break;
+        case 'p':
+            if (!parse_port(optarg, &o->http_port))
+                return 0;
+            break;
+        case 'h': usage(stdout); exit(0);
+        default: return 0;
+        }
+    }
+    return optind == argc;
+}
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : fallback;
+}
+
+/* Mosquitto starts as this user and, as root, would otherwise switch to "mosquitto", which
+ * cannot read the state directory. */
+static const char *current_user(void)
+{
+    struct passwd *pw = getpwuid(geteuid());
+    return pw ? pw->pw_name : "root";
+}
+
+static int write_config(const char *path, const char *state, const struct serve_opts *o,
+                        const char *templates_dir)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return 0;
+    fprintf(f, "# Written by `iotmock serve` at every start; edits are lost.\n"
+               "per_listener_settings false\n"
+               "allow_anonymous false\n"
+               "persistence false\n"
+               "user %s\n"
+               "log_dest stderr\n"
+               "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+               "connection_messages true\n"
+               "listener %d %s\n"
+               "cafile %s/root-ca.pem\n"
+               "certfile %s/%s\n"
+               "keyfile %s/%s\n"
+               "require_certificate true\n"
+               "plugin %s\n"
+               "plugin_opt_state_dir %s\n"
+               "plugin_opt_data_dir %s\n"
+               "plugin_opt_bind %s\n"
+               "plugin_opt_http_port %d\n"
+               "plugin_opt_region %s\n"
+               "plugin_opt_account_id %s\n"
+               "plugin_opt_token_ttl %ld\n",
+            current_user(), o->mqtt_port, o->bind, state, state, BOOTSTRAP_SERVER_CERT, state,
+            BOOTSTRAP_SERVER_KEY, env_or("IOTMOCK_PLUGIN", IOTMOCK_PLUGIN_PATH), state,
+            env_or("IOTMOCK_DATA_DIR", IOTMOCK_DATA_DIR), o->bind, o->http_port, o->region,
+            o->account_id, o->token_ttl);
+    if (o->lambda_endpoint)
+        fprintf(f, "plugin_opt_lambda_endpoint %s\n", o->lambda_endpoint);
+    if (templates_dir)
+        fprintf(f, "plugin_opt_templates_dir %s\n", templates_dir);
+    if (o->in_memory)
+        fprintf(f, "plugin_opt_registry :memory:\n");
+    return fclose(f) == 0;
+}
+
+static void banner(const char *state, const struct serve_opts *o)
+{
+    printf("iotmock: AWS IoT Core emulator\n"
+           "  MQTT (TLS, client certificate)  %s:%d  (listening on %s)\n"
+           "  control plane (HTTP)            http://%s:%d\n"
+           "  region %s, account %s\n"
+           "  a device needs: %s/root-ca.pem (trust it as AmazonRootCA1.pem)\n"
+           "                  %s/claim-cert.pem + %s/claim-key.pem (fleet provisioning claim,\n"
+           "                  template fleet-default)\n",
+           o->host, o->mqtt_port, o->bind, o->bind, o->http_port, o->region, o->account_id, state,
+           state, state);
+    fflush(stdout);
+}
+
+/* The sanitizer build preloads its runtime into the (uninstrumented) broker. */
+static void preload_sanitizer(void)
+{
+#ifdef IOTMOCK_ASAN_RUNTIME
+    setenv("LD_PRELOAD", IOTMOCK_ASAN_RUNTIME, 1);
+    if (getenv("ASAN_OPTIONS") == NULL)
+        setenv("ASAN_OPTIONS", "detect_leaks=0", 1); /* mosquitto's own exit path is not clean */
+#endif
+}
+
+static int serve(int argc, char **argv)
+{
+    struct serve_opts o;
+    if (!parse_args(argc, argv, &o)) {
+        usage(stderr);
+        return 2;
+    }
+    struct iot_error err = {0};
+    char state[PATH_MAX], templates[PATH_MAX], conf[PATH_MAX + 32];
+    if (bootstrap_files(o.state_dir, o.host, &err) != IOT_OK) {
+        fprintf(stderr, "iotmock: %s\n", err.message);
+        return 1;
+    }
+    if (realpath(o.state_dir, state) == NULL ||
+        (o.templates_dir && realpath(o.templates_dir, templates) == NULL)) {
+        fprintf(stderr, "iotmock: %s: %s\n", o.templates_dir ? o.templates_dir : o.state_dir,
+                strerror(errno));
+        return 1;
+    }
+    snprintf(conf, sizeof(conf), "%s/mosquitto.conf", state);
+    if (!write_config(conf, state, &o, o.templates_dir ? templates : NULL)) {
+        fprintf(stderr, "iotmock: cannot write %s: %s\n", conf, strerror(errno));
+        return 1;
+    }
+    banner(state, &o);
+    preload_sanitizer();
+    const char *mosquitto = env_or("IOTMOCK_MOSQUITTO", DEFAULT_MOSQUITTO);
+    execl(mosquitto, mosquitto, "-c", conf, (char *)NULL);
+    fprintf(stderr, "iotmock: cannot run %s: %s\n", mosquitto, strerror(errno));
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0)
+        return serve(argc - 1, argv + 1);
+    usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    return 2;
+}

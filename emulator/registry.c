@@ -1,0 +1,1360 @@
+/* registry: AWS IoT Core's account state in SQLite (see registry.h for the contract).
+ *
+ * Every public call holds reg->lock, a recursive mutex, for its whole duration; registry_begin()
+ * keeps it until commit/rollback so that the calls its thread makes in between join the
+ * transaction. Each write call runs inside a transaction level of its own (BEGIN IMMEDIATE at the
+ * outermost level, a SAVEPOINT inside a caller's transaction), so a multi-statement call is atomic
+ * and a failed call undoes exactly its own statements. */
+#include "registry.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <sqlite3.h>
+#include <uuid/uuid.h>
+
+#define SCHEMA_VERSION 1
+#define BUSY_TIMEOUT_MS 5000
+
+struct registry {
+    sqlite3 *db;
+    pthread_mutex_t lock;
+    int depth;                      /* transaction levels open, on the thread holding the lock */
+    sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() when the outer level opened */
+    _Atomic uint64_t version;       /* read without the lock: it is on the CONNECT hot path */
+};
+
+/* Indexes serve the lookups the API makes that no primary key covers: by principal, by target,
+ * by thing, by certificate and by expiry. */
+static const char SCHEMA_SQL[] =
+    "CREATE TABLE IF NOT EXISTS certificates ("
+    " id TEXT PRIMARY KEY NOT NULL, pem TEXT, status TEXT NOT NULL,"
+    " ca_id TEXT NOT NULL DEFAULT '', created INTEGER NOT NULL, modified INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS tokens ("
+    " token_hash TEXT PRIMARY KEY NOT NULL,"
+    " cert_id TEXT NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+    " expires_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS tokens_by_cert ON tokens(cert_id);"
+    "CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens(expires_at);"
+    "CREATE TABLE IF NOT EXISTS thing_types ("
+    " name TEXT PRIMARY KEY NOT NULL, created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS things ("
+    " name TEXT PRIMARY KEY NOT NULL, id TEXT NOT NULL, type_name TEXT, attributes TEXT,"
+    " version INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS thing_groups ("
+    " name TEXT PRIMARY KEY NOT NULL, created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS thing_group_members ("
+    " \"group\" TEXT NOT NULL REFERENCES thing_groups(name) ON DELETE CASCADE,"
+    " thing TEXT NOT NULL REFERENCES things(name) ON DELETE CASCADE,"
+    " PRIMARY KEY (\"group\", thing)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS members_by_thing ON thing_group_members(thing);"
+    "CREATE TABLE IF NOT EXISTS thing_principals ("
+    " thing TEXT NOT NULL REFERENCES things(name) ON DELETE CASCADE,"
+    " principal TEXT NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,"
+    " PRIMARY KEY (thing, principal)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS principals_by_principal ON thing_principals(principal);"
+    "CREATE TABLE IF NOT EXISTS policies ("
+    " name TEXT PRIMARY KEY NOT NULL, document TEXT NOT NULL, default_version INTEGER NOT NULL,"
+    " created INTEGER NOT NULL, modified INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS policy_versions ("
+    " policy TEXT NOT NULL REFERENCES policies(name) ON DELETE CASCADE,"
+    " version INTEGER NOT NULL, document TEXT NOT NULL, created INTEGER NOT NULL,"
+    " PRIMARY KEY (policy, version)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS policy_targets ("
+    " policy TEXT NOT NULL REFERENCES policies(name), target TEXT NOT NULL,"
+    " PRIMARY KEY (policy, target)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS targets_by_target ON policy_targets(target);"
+    "CREATE TABLE IF NOT EXISTS templates ("
+    " name TEXT PRIMARY KEY NOT NULL, body TEXT, type TEXT, description TEXT, role_arn TEXT,"
+    " hook_target_arn TEXT, hook_payload_version TEXT, enabled INTEGER NOT NULL,"
+    " created INTEGER NOT NULL, modified INTEGER NOT NULL);";
+
+static const char *const STATUS_NAMES[] = {
+    [CERT_STATUS_ACTIVE] = "ACTIVE",
+    [CERT_STATUS_INACTIVE] = "INACTIVE",
+    [CERT_STATUS_REVOKED] = "REVOKED",
+    [CERT_STATUS_PENDING_TRANSFER] = "PENDING_TRANSFER",
+    [CERT_STATUS_REGISTER_INACTIVE] = "REGISTER_INACTIVE",
+    [CERT_STATUS_PENDING_ACTIVATION] = "PENDING_ACTIVATION",
+};
+#define STATUS_COUNT (sizeof(STATUS_NAMES) / sizeof(STATUS_NAMES[0]))
+
+/* ---- statements ------------------------------------------------------------------------- */
+
+/* A bound parameter. ARGS() builds a typed array and its length, so that every statement takes its
+ * client data as parameters and the compiler checks each one's type. */
+struct arg {
+    const char *text; /* NULL binds SQL NULL */
+    long long num;
+    bool is_num;
+};
+#define ARG_TEXT(s) ((struct arg){.text = (s)})
+#define ARG_NUM(n) ((struct arg){.num = (n), .is_num = true})
+#define ARGS(...)                                                                                  \
+    (const struct arg[]){__VA_ARGS__},                                                             \
+        (int)(sizeof((const struct arg[]){__VA_ARGS__}) / sizeof(struct arg))
+
+static long long now_or(long long t)
+{
+    return t != 0 ? t : (long long)time(NULL);
+}
+
+/* Turns a failed SQLite result into the emulator's vocabulary. Constraint failures only happen if
+ * this module forgot a check, so they are internal errors rather than client-facing ones. */
+static enum iot_err db_error(struct registry *reg, int rc, struct iot_error *err)
+{
+    enum iot_err code = IOT_ERR_IO;
+    if (rc == SQLITE_NOMEM)
+        code = IOT_ERR_NOMEM;
+    else if ((rc & 0xff) == SQLITE_CONSTRAINT)
+        code = IOT_ERR_INTERNAL;
+    /* errmsg describes the last failed call, which a bind error or a finalize may not be. */
+    const char *msg =
+        sqlite3_errcode(reg->db) == (rc & 0xff) ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc);
+    return iot_error_set(err, code, "registry: %s", msg);
+}
+
+static int bind_args(sqlite3_stmt *st, const struct arg *args, int n)
+{
+    int rc = SQLITE_OK;
+    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+        if (args[i].is_num)
+            rc = sqlite3_bind_int64(st, i + 1, args[i].num);
+        else if (args[i].text != NULL)
+            rc = sqlite3_bind_text(st, i + 1, args[i].text, -1, SQLITE_STATIC);
+        else
+            rc = sqlite3_bind_null(st, i + 1);
+    }
+    return rc;
+}
+
+/* *ST is NULL on failure; otherwise the caller finalizes it. */
+static enum iot_err prepare(struct registry *reg, sqlite3_stmt **st, const char *sql,
+                            const struct arg *args, int n, struct iot_error *err)
+{
+    int rc = sqlite3_prepare_v2(reg->db, sql, -1, st, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_args(*st, args, n);
+    if (rc == SQLITE_OK)
+        return IOT_OK;
+    enum iot_err code = db_error(reg, rc, err);
+    sqlite3_finalize(*st);
+    *st = NULL;
+    return code;
+}
+
+/* Runs a statement that returns no rows. */
+static enum iot_err run(struct registry *reg, const char *sql, const struct arg *args, int n,
+                        struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    enum iot_err code = prepare(reg, &st, sql, args, n, err);
+    if (code != IOT_OK)
+        return code;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        code = db_error(reg, rc, err);
+    sqlite3_finalize(st);
+    return code;
+}
+
+/* Steps ST to its first row: IOT_OK with *FOUND telling whether there is one. */
+static enum iot_err first_row(struct registry *reg, sqlite3_stmt *st, bool *found,
+                              struct iot_error *err)
+{
+    int rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        return IOT_OK;
+    return db_error(reg, rc, err);
+}
+
+/* *OUT = whether the query returns a row. */
+static enum iot_err exists(struct registry *reg, const char *sql, const struct arg *args, int n,
+                           bool *out, struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    enum iot_err code = prepare(reg, &st, sql, args, n, err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, out, err);
+    sqlite3_finalize(st);
+    return code;
+}
+
+/* *OUT = new cJSON array of the first column of every row; the SQL orders them. */
+static enum iot_err select_strings(struct registry *reg, const char *sql, const struct arg *args,
+                                   int n, cJSON **out, struct iot_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    cJSON *list = cJSON_CreateArray();
+    enum iot_err code = list ? prepare(reg, &st, sql, args, n, err)
+                             : iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+    int rc = SQLITE_DONE;
+    while (code == IOT_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *s = (const char *)sqlite3_column_text(st, 0);
+        cJSON *item = s ? cJSON_CreateString(s) : NULL;
+        if (item == NULL || !cJSON_AddItemToArray(list, item)) {
+            cJSON_Delete(item);
+            code = iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+        }
+    }
+    if (code == IOT_OK && rc != SQLITE_DONE)
+        code = db_error(reg, rc, err);
+    sqlite3_finalize(st);
+    if (code != IOT_OK) {
+        cJSON_Delete(list);
+        list = NULL;
+    }
+    *out = list;
+    return code;
+}
+
+/* Copies column I (NULL stays NULL). False when out of memory. */
+static bool dup_column(sqlite3_stmt *st, int i, char **out)
+{
+    *out = NULL;
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        return true;
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    if (s != NULL)
+        *out = strdup(s);
+    return *out != NULL;
+}
+
+/* Copies column I into a fixed 65-byte id buffer. */
+static void copy_id(sqlite3_stmt *st, int i, char out[65])
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    snprintf(out, 65, "%s", s ? s : "");
+}
+
+static bool valid_id(const char id[65])
+{
+    return id[0] != '\0' && memchr(id, '\0', 65) != NULL;
+}
+
+static bool empty(const char *s)
+{
+    return s == NULL || s[0] == '\0';
+}
+
+static enum iot_err missing(struct iot_error *err, const char *what)
+{
+    return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "%s is required", what);
+}
+
+/* ---- locking and transactions ----------------------------------------------------------- */
+
+static void lock(struct registry *reg)
+{
+    pthread_mutex_lock(&reg->lock);
+}
+
+static void unlock(struct registry *reg)
+{
+    pthread_mutex_unlock(&reg->lock);
+}
+
+static enum iot_err exec(struct registry *reg, const char *sql, struct iot_error *err)
+{
+    int rc = sqlite3_exec(reg->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? IOT_OK : db_error(reg, rc, err);
+}
+
+/* Takes the lock and opens a transaction level; on failure the lock is released. IMMEDIATE takes
+ * the write lock up front, so no later statement of the transaction can fail with SQLITE_BUSY. */
+static enum iot_err txn_open(struct registry *reg, struct iot_error *err)
+{
+    lock(reg);
+    enum iot_err code;
+    if (reg->depth == 0)
+        code = exec(reg, "BEGIN IMMEDIATE", err);
+    else if (sqlite3_get_autocommit(reg->db)) /* SQLite already rolled the caller's back */
+        code = iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted by an earlier error");
+    else
+        code = exec(reg, "SAVEPOINT level", err);
+    if (code != IOT_OK) {
+        unlock(reg);
+        return code;
+    }
+    if (reg->depth == 0)
+        reg->changes_at_begin = sqlite3_total_changes64(reg->db);
+    reg->depth++;
+    return IOT_OK;
+}
+
+static enum iot_err close_savepoint(struct registry *reg, bool commit, struct iot_error *err)
+{
+    if (sqlite3_get_autocommit(reg->db))
+        return commit ? iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted") : IOT_OK;
+    enum iot_err code = commit ? IOT_OK : exec(reg, "ROLLBACK TO level", err);
+    if (code == IOT_OK)
+        code = exec(reg, "RELEASE level", err);
+    return code;
+}
+
+/* The version moves only when a commit actually changed rows; a failed or empty one leaves
+ * caches valid. */
+static enum iot_err close_outer(struct registry *reg, bool commit, struct iot_error *err)
+{
+    if (sqlite3_get_autocommit(reg->db))
+        return commit ? iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted") : IOT_OK;
+    enum iot_err code = IOT_OK;
+    if (commit) {
+        code = exec(reg, "COMMIT", err);
+        if (code == IOT_OK) {
+            if (sqlite3_total_changes64(reg->db) != reg->changes_at_begin)
+                atomic_fetch_add(&reg->version, 1);
+            return IOT_OK;
+        }
+    }
+    sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
+    return code;
+}
+
+/* Closes the level txn_open() opened and releases its lock. */
+static enum iot_err txn_close(struct registry *reg, bool commit, struct iot_error *err)
+{
+    reg->depth--;
+    enum iot_err code =
+        reg->depth > 0 ? close_savepoint(reg, commit, err) : close_outer(reg, commit, err);
+    unlock(reg);
+    return code;
+}
+
+/* Ends a write call: commits its level if CODE is IOT_OK, else rolls it back and returns CODE. */
+static enum iot_err txn_end(struct registry *reg, enum iot_err code, struct iot_error *err)
+{
+    enum iot_err closed = txn_close(reg, code == IOT_OK, err);
+    return code != IOT_OK ? code : closed;
+}
+
+enum iot_err registry_begin(struct registry *reg)
+{
+    return txn_open(reg, NULL);
+}
+
+enum iot_err registry_commit(struct registry *reg)
+{
+    lock(reg);
+    enum iot_err code = reg->depth > 0 ? txn_close(reg, true, NULL) : IOT_ERR_INTERNAL;
+    unlock(reg);
+    return code;
+}
+
+void registry_rollback(struct registry *reg)
+{
+    lock(reg);
+    if (reg->depth > 0)
+        txn_close(reg, false, NULL);
+    unlock(reg);
+}
+
+uint64_t registry_version(struct registry *reg)
+{
+    return atomic_load(&reg->version);
+}
+
+/* ---- open and close --------------------------------------------------------------------- */
+
+static enum iot_err connect_db(struct registry *reg, const char *path, struct iot_error *err)
+{
+    int rc = sqlite3_open_v2(path, &reg->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(reg->db, BUSY_TIMEOUT_MS);
+    /* WAL + FULL: a change is on disk when its commit returns, and readers never block the
+     * writer. The first statement also reads the header, so a foreign file fails here. */
+    const char *pragmas = strcmp(path, ":memory:") == 0
+                              ? "PRAGMA foreign_keys=ON;"
+                              : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                "PRAGMA foreign_keys=ON;";
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(reg->db, pragmas, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return IOT_OK;
+    const char *msg = reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc);
+    return iot_error_set(err, rc == SQLITE_NOMEM ? IOT_ERR_NOMEM : IOT_ERR_IO,
+                         "registry %s: cannot open: %s", path, msg);
+}
+
+static enum iot_err read_int(struct registry *reg, const char *sql, long long *out,
+                             struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st, sql, NULL, 0, err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    *out = found ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return code;
+}
+
+/* Refuses a database written by a newer iotmock, or one that some other program made. */
+static enum iot_err check_schema(struct registry *reg, const char *path, struct iot_error *err)
+{
+    long long version, objects;
+    enum iot_err code = read_int(reg, "PRAGMA user_version", &version, err);
+    if (code == IOT_OK)
+        code = read_int(reg, "SELECT count(*) FROM sqlite_master", &objects, err);
+    if (code != IOT_OK)
+        return code;
+    if (version > SCHEMA_VERSION)
+        return iot_error_set(err, IOT_ERR_IO, "registry %s: schema version %lld is newer than %d",
+                             path, version, SCHEMA_VERSION);
+    if (version == 0 && objects > 0)
+        return iot_error_set(err, IOT_ERR_IO, "registry %s: not an iotmock registry", path);
+    return IOT_OK;
+}
+
+static enum iot_err create_schema(struct registry *reg, const char *path, struct iot_error *err)
+{
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = check_schema(reg, path, err);
+    if (code == IOT_OK)
+        code = exec(reg, SCHEMA_SQL, err);
+    if (code == IOT_OK)
+        code = exec(reg, "PRAGMA user_version = 1", err);
+    return txn_end(reg, code, err);
+}
+
+static enum iot_err init_lock(struct registry *reg)
+{
+    pthread_mutexattr_t attr;
+    if (pthread_mutexattr_init(&attr) != 0)
+        return IOT_ERR_INTERNAL;
+    int rc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    if (rc == 0)
+        rc = pthread_mutex_init(&reg->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc == 0 ? IOT_OK : IOT_ERR_INTERNAL;
+}
+
+enum iot_err registry_open(const char *path, struct registry **out, struct iot_error *err)
+{
+    *out = NULL;
+    if (empty(path))
+        return missing(err, "Registry path");
+    struct registry *reg = calloc(1, sizeof(*reg));
+    if (reg == NULL)
+        return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+    if (init_lock(reg) != IOT_OK) {
+        free(reg);
+        return iot_error_set(err, IOT_ERR_INTERNAL, "registry: cannot create its lock");
+    }
+    /* Starting at 1 means a cache stamped 0 (never filled) never looks current. */
+    atomic_init(&reg->version, 1);
+    enum iot_err code = connect_db(reg, path, err);
+    if (code == IOT_OK)
+        code = create_schema(reg, path, err);
+    if (code != IOT_OK) {
+        registry_close(reg);
+        return code;
+    }
+    *out = reg;
+    return IOT_OK;
+}
+
+void registry_close(struct registry *reg)
+{
+    if (reg == NULL)
+        return;
+    if (reg->depth > 0 && reg->db != NULL) /* a transaction nobody ended is not committed */
+        sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(reg->db);
+    pthread_mutex_destroy(&reg->lock);
+    free(reg);
+}
+
+/* ---- certificate status names ----------------------------------------------------------- */
+
+const char *registry_cert_status_name(enum cert_status s)
+{
+    if ((unsigned)s >= STATUS_COUNT)
+        return "UNKNOWN"; /* still a static string, so a caller can print it */
+    return STATUS_NAMES[s];
+}
+
+bool registry_cert_status_parse(const char *s, enum cert_status *out)
+{
+    if (s == NULL)
+        return false;
+    for (size_t i = 0; i < STATUS_COUNT; i++) {
+        if (strcasecmp(s, STATUS_NAMES[i]) == 0) {
+            if (out != NULL)
+                *out = (enum cert_status)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- certificates ----------------------------------------------------------------------- */
+
+void registry_cert_clear(struct registry_cert *c)
+{
+    if (c == NULL)
+        return;
+    free(c->pem);
+    memset(c, 0, sizeof(*c));
+}
+
+static enum iot_err cert_exists(struct registry *reg, const char *id, bool *out,
+                                struct iot_error *err)
+{
+    return exists(reg, "SELECT 1 FROM certificates WHERE id = ?1", ARGS(ARG_TEXT(id)), out, err);
+}
+
+static enum iot_err require_cert(struct registry *reg, const char *id, struct iot_error *err)
+{
+    bool found;
+    enum iot_err code = cert_exists(reg, id, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
+    return code;
+}
+
+static enum iot_err insert_cert(struct registry *reg, const struct registry_cert *c,
+                                struct iot_error *err)
+{
+    if (!valid_id(c->id) || memchr(c->ca_id, '\0', sizeof(c->ca_id)) == NULL)
+        return missing(err, "Certificate id");
+    if ((unsigned)c->status >= STATUS_COUNT)
+        return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "Invalid certificate status %d",
+                             (int)c->status);
+    bool taken;
+    enum iot_err code = cert_exists(reg, c->id, &taken, err);
+    if (code != IOT_OK)
+        return code;
+    if (taken)
+        return iot_error_set(err, IOT_ERR_ALREADY_EXISTS, "Certificate %s already exists", c->id);
+    long long created = now_or(c->created);
+    return run(reg,
+               "INSERT INTO certificates (id, pem, status, ca_id, created, modified)"
+               " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+               ARGS(ARG_TEXT(c->id), ARG_TEXT(c->pem), ARG_TEXT(STATUS_NAMES[c->status]),
+                    ARG_TEXT(c->ca_id), ARG_NUM(created), ARG_NUM(now_or(c->modified))),
+               err);
+}
+
+enum iot_err registry_cert_insert(struct registry *reg, const struct registry_cert *c,
+                                  struct iot_error *err)
+{
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, insert_cert(reg, c, err), err);
+}
+
+/* Reads a status column; a value this build does not know means the file was edited by hand. */
+static enum iot_err column_status(sqlite3_stmt *st, int i, enum cert_status *out,
+                                  struct iot_error *err)
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    if (registry_cert_status_parse(s, out))
+        return IOT_OK;
+    return iot_error_set(err, IOT_ERR_INTERNAL, "registry: unknown certificate status '%s'",
+                         s ? s : "");
+}
+
+static enum iot_err read_cert(sqlite3_stmt *st, struct registry_cert *out, struct iot_error *err)
+{
+    copy_id(st, 0, out->id);
+    copy_id(st, 3, out->ca_id);
+    out->created = sqlite3_column_int64(st, 4);
+    out->modified = sqlite3_column_int64(st, 5);
+    if (!dup_column(st, 1, &out->pem))
+        return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+    return column_status(st, 2, &out->status, err);
+}
+
+static enum iot_err get_cert(struct registry *reg, const char *id, struct registry_cert *out,
+                             struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code =
+        prepare(reg, &st,
+                "SELECT id, pem, status, ca_id, created, modified FROM certificates WHERE id = ?1",
+                ARGS(ARG_TEXT(id)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
+    if (code == IOT_OK)
+        code = read_cert(st, out, err);
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_cert_get(struct registry *reg, const char *id, struct registry_cert *out,
+                               struct iot_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (empty(id))
+        return missing(err, "Certificate id");
+    lock(reg);
+    enum iot_err code = get_cert(reg, id, out, err);
+    unlock(reg);
+    if (code != IOT_OK)
+        registry_cert_clear(out);
+    return code;
+}
+
+static enum iot_err get_status(struct registry *reg, const char *id, enum cert_status *out)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st, "SELECT status FROM certificates WHERE id = ?1",
+                                ARGS(ARG_TEXT(id)), NULL);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, NULL);
+    if (code == IOT_OK)
+        code = found ? column_status(st, 0, out, NULL) : IOT_ERR_NOT_FOUND;
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_cert_status(struct registry *reg, const char *id, enum cert_status *out)
+{
+    if (empty(id))
+        return IOT_ERR_NOT_FOUND;
+    lock(reg);
+    enum iot_err code = get_status(reg, id, out);
+    unlock(reg);
+    return code;
+}
+
+static enum iot_err set_status(struct registry *reg, const char *id, enum cert_status s,
+                               struct iot_error *err)
+{
+    if ((unsigned)s >= STATUS_COUNT)
+        return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "Invalid certificate status %d", (int)s);
+    enum iot_err code = run(reg, "UPDATE certificates SET status = ?2, modified = ?3 WHERE id = ?1",
+                            ARGS(ARG_TEXT(id), ARG_TEXT(STATUS_NAMES[s]), ARG_NUM(now_or(0))), err);
+    if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
+    return code;
+}
+
+enum iot_err registry_cert_set_status(struct registry *reg, const char *id, enum cert_status s,
+                                      struct iot_error *err)
+{
+    if (empty(id))
+        return missing(err, "Certificate id");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, set_status(reg, id, s, err), err);
+}
+
+/* Removes the certificate and every row naming it. Policy targets carry no foreign key (a target
+ * may be any principal string), so they are deleted by hand; the rest are explicit too, so the
+ * cascade does not depend on foreign_keys being on. */
+static enum iot_err delete_cert(struct registry *reg, const char *id, struct iot_error *err)
+{
+    static const char *const sql[] = {
+        "DELETE FROM tokens WHERE cert_id = ?1",
+        "DELETE FROM policy_targets WHERE target = ?1",
+        "DELETE FROM thing_principals WHERE principal = ?1",
+        "DELETE FROM certificates WHERE id = ?1",
+    };
+    enum iot_err code = require_cert(reg, id, err);
+    for (size_t i = 0; code == IOT_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
+        code = run(reg, sql[i], ARGS(ARG_TEXT(id)), err);
+    return code;
+}
+
+enum iot_err registry_cert_delete(struct registry *reg, const char *id, struct iot_error *err)
+{
+    if (empty(id))
+        return missing(err, "Certificate id");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_cert(reg, id, err), err);
+}
+
+enum iot_err registry_cert_is_attached(struct registry *reg, const char *id, bool *out)
+{
+    *out = false;
+    lock(reg);
+    enum iot_err code =
+        exists(reg,
+               "SELECT 1 WHERE EXISTS (SELECT 1 FROM policy_targets WHERE target = ?1)"
+               " OR EXISTS (SELECT 1 FROM thing_principals WHERE principal = ?1)",
+               ARGS(ARG_TEXT(id)), out, NULL);
+    unlock(reg);
+    return code;
+}
+
+/* ---- things ----------------------------------------------------------------------------- */
+
+void registry_thing_clear(struct registry_thing *t)
+{
+    if (t == NULL)
+        return;
+    free(t->name);
+    free(t->id);
+    free(t->type_name);
+    cJSON_Delete(t->attributes);
+    memset(t, 0, sizeof(*t));
+}
+
+static enum iot_err require_thing(struct registry *reg, const char *name, struct iot_error *err)
+{
+    bool found;
+    enum iot_err code =
+        exists(reg, "SELECT 1 FROM things WHERE name = ?1", ARGS(ARG_TEXT(name)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing %s not found", name);
+    return code;
+}
+
+static enum iot_err read_thing(sqlite3_stmt *st, struct registry_thing *out, struct iot_error *err)
+{
+    char *attributes = NULL;
+    enum iot_err code = IOT_OK;
+    out->version = sqlite3_column_int64(st, 4);
+    if (!dup_column(st, 0, &out->name) || !dup_column(st, 1, &out->id) ||
+        !dup_column(st, 2, &out->type_name) || !dup_column(st, 3, &attributes)) {
+        code = iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+        goto cleanup;
+    }
+    if (attributes != NULL && (out->attributes = cJSON_Parse(attributes)) == NULL)
+        code = iot_error_set(err, IOT_ERR_INTERNAL, "registry: attributes of thing %s unreadable",
+                             out->name);
+cleanup:
+    free(attributes);
+    return code;
+}
+
+static enum iot_err get_thing(struct registry *reg, const char *name, struct registry_thing *out,
+                              struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(
+        reg, &st, "SELECT name, id, type_name, attributes, version FROM things WHERE name = ?1",
+        ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing %s not found", name);
+    if (code == IOT_OK)
+        code = read_thing(st, out, err);
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_thing_get(struct registry *reg, const char *name, struct registry_thing *out,
+                                struct iot_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (empty(name))
+        return missing(err, "Thing name");
+    lock(reg);
+    enum iot_err code = get_thing(reg, name, out, err);
+    unlock(reg);
+    if (code != IOT_OK)
+        registry_thing_clear(out);
+    return code;
+}
+
+static enum iot_err require_type(struct registry *reg, const char *name, struct iot_error *err)
+{
+    bool found;
+    enum iot_err code =
+        exists(reg, "SELECT 1 FROM thing_types WHERE name = ?1", ARGS(ARG_TEXT(name)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing type %s not found", name);
+    return code;
+}
+
+/* An upsert rather than INSERT OR REPLACE: REPLACE deletes the old row first, which would cascade
+ * away the thing's group memberships and principals. */
+static enum iot_err put_thing(struct registry *reg, const struct registry_thing *t,
+                              struct iot_error *err)
+{
+    char *attributes = NULL;
+    char uuid_text[37];
+    enum iot_err code = IOT_OK;
+    if (t->type_name != NULL && (code = require_type(reg, t->type_name, err)) != IOT_OK)
+        return code;
+    if (t->attributes != NULL && !cJSON_IsObject(t->attributes))
+        return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "Thing attributes must be an object");
+    if (t->attributes != NULL && (attributes = cJSON_PrintUnformatted(t->attributes)) == NULL)
+        return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+    if (t->id == NULL) {
+        uuid_t uuid;
+        uuid_generate_random(uuid);
+        uuid_unparse_lower(uuid, uuid_text);
+    }
+    code = run(reg,
+               "INSERT INTO things (name, id, type_name, attributes, version)"
+               " VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (name) DO UPDATE SET"
+               " type_name = excluded.type_name, attributes = excluded.attributes,"
+               " version = version + 1",
+               ARGS(ARG_TEXT(t->name), ARG_TEXT(t->id ? t->id : uuid_text), ARG_TEXT(t->type_name),
+                    ARG_TEXT(attributes)),
+               err);
+    free(attributes);
+    return code;
+}
+
+enum iot_err registry_thing_put(struct registry *reg, const struct registry_thing *t,
+                                struct iot_error *err)
+{
+    if (empty(t->name))
+        return missing(err, "Thing name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, put_thing(reg, t, err), err);
+}
+
+static enum iot_err delete_thing(struct registry *reg, const char *name, struct iot_error *err)
+{
+    static const char *const sql[] = {
+        "DELETE FROM thing_group_members WHERE thing = ?1",
+        "DELETE FROM thing_principals WHERE thing = ?1",
+        "DELETE FROM things WHERE name = ?1",
+    };
+    enum iot_err code = require_thing(reg, name, err);
+    for (size_t i = 0; code == IOT_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
+        code = run(reg, sql[i], ARGS(ARG_TEXT(name)), err);
+    return code;
+}
+
+enum iot_err registry_thing_delete(struct registry *reg, const char *name, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Thing name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_thing(reg, name, err), err);
+}
+
+/* ---- thing types and groups ------------------------------------------------------------- */
+
+static bool name_exists(struct registry *reg, const char *sql, const char *name)
+{
+    bool found = false;
+    if (empty(name))
+        return false;
+    lock(reg);
+    if (exists(reg, sql, ARGS(ARG_TEXT(name)), &found, NULL) != IOT_OK)
+        found = false;
+    unlock(reg);
+    return found;
+}
+
+/* Idempotent, as AWS's CreateThingType/CreateThingGroup are for an identical request. */
+static enum iot_err put_name(struct registry *reg, const char *sql, const char *name,
+                             const char *what, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, what);
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(now_or(0))), err);
+    return txn_end(reg, code, err);
+}
+
+bool registry_thing_type_exists(struct registry *reg, const char *name)
+{
+    return name_exists(reg, "SELECT 1 FROM thing_types WHERE name = ?1", name);
+}
+
+enum iot_err registry_thing_type_put(struct registry *reg, const char *name, struct iot_error *err)
+{
+    return put_name(reg, "INSERT OR IGNORE INTO thing_types (name, created) VALUES (?1, ?2)", name,
+                    "Thing type name", err);
+}
+
+bool registry_thing_group_exists(struct registry *reg, const char *name)
+{
+    return name_exists(reg, "SELECT 1 FROM thing_groups WHERE name = ?1", name);
+}
+
+enum iot_err registry_thing_group_put(struct registry *reg, const char *name, struct iot_error *err)
+{
+    return put_name(reg, "INSERT OR IGNORE INTO thing_groups (name, created) VALUES (?1, ?2)", name,
+                    "Thing group name", err);
+}
+
+static enum iot_err require_group_and_thing(struct registry *reg, const char *group,
+                                            const char *thing, struct iot_error *err)
+{
+    bool found;
+    enum iot_err code = exists(reg, "SELECT 1 FROM thing_groups WHERE name = ?1",
+                               ARGS(ARG_TEXT(group)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing group %s not found", group);
+    if (code == IOT_OK)
+        code = require_thing(reg, thing, err);
+    return code;
+}
+
+/* Runs SQL on the (group, thing) pair once both exist. */
+static enum iot_err change_membership(struct registry *reg, const char *sql, const char *group,
+                                      const char *thing, struct iot_error *err)
+{
+    if (empty(group) || empty(thing))
+        return missing(err, empty(group) ? "Thing group name" : "Thing name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = require_group_and_thing(reg, group, thing, err);
+    if (code == IOT_OK)
+        code = run(reg, sql, ARGS(ARG_TEXT(group), ARG_TEXT(thing)), err);
+    return txn_end(reg, code, err);
+}
+
+enum iot_err registry_thing_group_add(struct registry *reg, const char *group, const char *thing,
+                                      struct iot_error *err)
+{
+    return change_membership(
+        reg, "INSERT OR IGNORE INTO thing_group_members (\"group\", thing) VALUES (?1, ?2)", group,
+        thing, err);
+}
+
+enum iot_err registry_thing_group_remove(struct registry *reg, const char *group, const char *thing,
+                                         struct iot_error *err)
+{
+    return change_membership(reg,
+                             "DELETE FROM thing_group_members WHERE \"group\" = ?1 AND thing = ?2",
+                             group, thing, err);
+}
+
+/* The list functions answer an empty array for an unknown key: they have no way to say which
+ * resource was missing, and the callers check existence where AWS reports it. */
+static enum iot_err list_by(struct registry *reg, const char *sql, const char *key, cJSON **out)
+{
+    lock(reg);
+    enum iot_err code = select_strings(reg, sql, ARGS(ARG_TEXT(key)), out, NULL);
+    unlock(reg);
+    return code;
+}
+
+enum iot_err registry_thing_groups(struct registry *reg, const char *thing, cJSON **out)
+{
+    return list_by(reg, "SELECT \"group\" FROM thing_group_members WHERE thing = ?1 ORDER BY 1",
+                   thing, out);
+}
+
+/* ---- thing principals ------------------------------------------------------------------- */
+
+static enum iot_err attach_principal(struct registry *reg, const char *thing, const char *principal,
+                                     struct iot_error *err)
+{
+    enum iot_err code = require_thing(reg, thing, err);
+    if (code == IOT_OK)
+        code = require_cert(reg, principal, err);
+    if (code == IOT_OK)
+        code = run(reg, "INSERT OR IGNORE INTO thing_principals (thing, principal) VALUES (?1, ?2)",
+                   ARGS(ARG_TEXT(thing), ARG_TEXT(principal)), err);
+    return code;
+}
+
+enum iot_err registry_thing_principal_attach(struct registry *reg, const char *thing,
+                                             const char *principal, struct iot_error *err)
+{
+    if (empty(thing) || empty(principal))
+        return missing(err, empty(thing) ? "Thing name" : "Principal");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, attach_principal(reg, thing, principal, err), err);
+}
+
+/* Detaching what is not attached succeeds, as DetachThingPrincipal does. */
+static enum iot_err detach_principal(struct registry *reg, const char *thing, const char *principal,
+                                     struct iot_error *err)
+{
+    enum iot_err code = require_thing(reg, thing, err);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM thing_principals WHERE thing = ?1 AND principal = ?2",
+                   ARGS(ARG_TEXT(thing), ARG_TEXT(principal)), err);
+    return code;
+}
+
+enum iot_err registry_thing_principal_detach(struct registry *reg, const char *thing,
+                                             const char *principal, struct iot_error *err)
+{
+    if (empty(thing) || empty(principal))
+        return missing(err, empty(thing) ? "Thing name" : "Principal");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, detach_principal(reg, thing, principal, err), err);
+}
+
+enum iot_err registry_principal_things(struct registry *reg, const char *principal, cJSON **out)
+{
+    return list_by(reg, "SELECT thing FROM thing_principals WHERE principal = ?1 ORDER BY 1",
+                   principal, out);
+}
+
+enum iot_err registry_thing_principals(struct registry *reg, const char *thing, cJSON **out)
+{
+    return list_by(reg, "SELECT principal FROM thing_principals WHERE thing = ?1 ORDER BY 1", thing,
+                   out);
+}
+
+/* ---- policies --------------------------------------------------------------------------- */
+
+static enum iot_err policy_exists(struct registry *reg, const char *name, bool *out,
+                                  struct iot_error *err)
+{
+    return exists(reg, "SELECT 1 FROM policies WHERE name = ?1", ARGS(ARG_TEXT(name)), out, err);
+}
+
+static enum iot_err require_policy(struct registry *reg, const char *name, struct iot_error *err)
+{
+    bool found;
+    enum iot_err code = policy_exists(reg, name, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s not found", name);
+    return code;
+}
+
+static enum iot_err get_policy(struct registry *reg, const char *name, char **document,
+                               struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st, "SELECT document FROM policies WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s not found", name);
+    if (code == IOT_OK && !dup_column(st, 0, document))
+        code = iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_policy_get(struct registry *reg, const char *name, char **document,
+                                 struct iot_error *err)
+{
+    *document = NULL;
+    if (empty(name))
+        return missing(err, "Policy name");
+    lock(reg);
+    enum iot_err code = get_policy(reg, name, document, err);
+    unlock(reg);
+    return code;
+}
+
+static enum iot_err create_policy(struct registry *reg, const char *name, const char *document,
+                                  struct iot_error *err)
+{
+    bool taken;
+    enum iot_err code = policy_exists(reg, name, &taken, err);
+    if (code == IOT_OK && taken)
+        code = iot_error_set(err, IOT_ERR_ALREADY_EXISTS, "Policy %s already exists", name);
+    long long now = now_or(0);
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO policies (name, document, default_version, created, modified)"
+                   " VALUES (?1, ?2, 1, ?3, ?3)",
+                   ARGS(ARG_TEXT(name), ARG_TEXT(document), ARG_NUM(now)), err);
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO policy_versions (policy, version, document, created)"
+                   " VALUES (?1, 1, ?2, ?3)",
+                   ARGS(ARG_TEXT(name), ARG_TEXT(document), ARG_NUM(now)), err);
+    return code;
+}
+
+enum iot_err registry_policy_create(struct registry *reg, const char *name, const char *document,
+                                    struct iot_error *err)
+{
+    if (empty(name) || document == NULL)
+        return missing(err, empty(name) ? "Policy name" : "Policy document");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, create_policy(reg, name, document, err), err);
+}
+
+static enum iot_err delete_policy(struct registry *reg, const char *name, struct iot_error *err)
+{
+    bool attached = false;
+    enum iot_err code = require_policy(reg, name, err);
+    if (code == IOT_OK)
+        code = exists(reg, "SELECT 1 FROM policy_targets WHERE policy = ?1", ARGS(ARG_TEXT(name)),
+                      &attached, err);
+    if (code == IOT_OK && attached) /* AWS's DeletePolicy message, verbatim */
+        code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT,
+                             "The policy cannot be deleted as the policy is attached to one or "
+                             "more principals (name=%s)",
+                             name);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM policy_versions WHERE policy = ?1", ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM policies WHERE name = ?1", ARGS(ARG_TEXT(name)), err);
+    return code;
+}
+
+enum iot_err registry_policy_delete(struct registry *reg, const char *name, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Policy name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_policy(reg, name, err), err);
+}
+
+/* Runs SQL on the (policy, target) pair once the policy exists. */
+static enum iot_err change_target(struct registry *reg, const char *sql, const char *policy,
+                                  const char *target, struct iot_error *err)
+{
+    if (empty(policy) || empty(target))
+        return missing(err, empty(policy) ? "Policy name" : "Target");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = require_policy(reg, policy, err);
+    if (code == IOT_OK)
+        code = run(reg, sql, ARGS(ARG_TEXT(policy), ARG_TEXT(target)), err);
+    return txn_end(reg, code, err);
+}
+
+enum iot_err registry_policy_attach(struct registry *reg, const char *policy, const char *target,
+                                    struct iot_error *err)
+{
+    return change_target(reg,
+                         "INSERT OR IGNORE INTO policy_targets (policy, target) VALUES (?1, ?2)",
+                         policy, target, err);
+}
+
+enum iot_err registry_policy_detach(struct registry *reg, const char *policy, const char *target,
+                                    struct iot_error *err)
+{
+    return change_target(reg, "DELETE FROM policy_targets WHERE policy = ?1 AND target = ?2",
+                         policy, target, err);
+}
+
+enum iot_err registry_target_policies(struct registry *reg, const char *target, cJSON **out)
+{
+    return list_by(reg, "SELECT policy FROM policy_targets WHERE target = ?1 ORDER BY 1", target,
+                   out);
+}
+
+/* ---- provisioning templates ------------------------------------------------------------- */
+
+void registry_template_clear(struct registry_template *t)
+{
+    if (t == NULL)
+        return;
+    free(t->name);
+    free(t->body);
+    free(t->type);
+    free(t->description);
+    free(t->role_arn);
+    free(t->hook_target_arn);
+    free(t->hook_payload_version);
+    memset(t, 0, sizeof(*t));
+}
+
+static enum iot_err read_template(sqlite3_stmt *st, struct registry_template *out,
+                                  struct iot_error *err)
+{
+    char **text[] = {&out->name,
+                     &out->body,
+                     &out->type,
+                     &out->description,
+                     &out->role_arn,
+                     &out->hook_target_arn,
+                     &out->hook_payload_version};
+    for (int i = 0; i < (int)(sizeof(text) / sizeof(text[0])); i++) {
+        if (!dup_column(st, i, text[i]))
+            return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+    }
+    out->enabled = sqlite3_column_int(st, 7) != 0;
+    out->created = sqlite3_column_int64(st, 8);
+    out->modified = sqlite3_column_int64(st, 9);
+    return IOT_OK;
+}
+
+static enum iot_err get_template(struct registry *reg, const char *name,
+                                 struct registry_template *out, struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st,
+                                "SELECT name, body, type, description, role_arn, hook_target_arn,"
+                                " hook_payload_version, enabled, created, modified"
+                                " FROM templates WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
+    if (code == IOT_OK)
+        code = read_template(st, out, err);
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_template_get(struct registry *reg, const char *name,
+                                   struct registry_template *out, struct iot_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (empty(name))
+        return missing(err, "Template name");
+    lock(reg);
+    enum iot_err code = get_template(reg, name, out, err);
+    unlock(reg);
+    if (code != IOT_OK)
+        registry_template_clear(out);
+    return code;
+}
+
+enum iot_err registry_template_put(struct registry *reg, const struct registry_template *t,
+                                   struct iot_error *err)
+{
+    if (empty(t->name))
+        return missing(err, "Template name");
+    long long created = now_or(t->created);
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = run(reg,
+               "INSERT INTO templates (name, body, type, description, role_arn, hook_target_arn,"
+               " hook_payload_version, enabled, created, modified)"
+               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (name) DO UPDATE SET"
+               " body = excluded.body, type = excluded.type, description = excluded.description,"
+               " role_arn = excluded.role_arn, hook_target_arn = excluded.hook_target_arn,"
+               " hook_payload_version = excluded.hook_payload_version,"
+               " enabled = excluded.enabled, modified = excluded.modified",
+               ARGS(ARG_TEXT(t->name), ARG_TEXT(t->body), ARG_TEXT(t->type),
+                    ARG_TEXT(t->description), ARG_TEXT(t->role_arn), ARG_TEXT(t->hook_target_arn),
+                    ARG_TEXT(t->hook_payload_version), ARG_NUM(t->enabled ? 1 : 0),
+                    ARG_NUM(created), ARG_NUM(now_or(t->modified))),
+               err);
+    return txn_end(reg, code, err);
+}
+
+static enum iot_err delete_template(struct registry *reg, const char *name, struct iot_error *err)
+{
+    enum iot_err code =
+        run(reg, "DELETE FROM templates WHERE name = ?1", ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
+    return code;
+}
+
+enum iot_err registry_template_delete(struct registry *reg, const char *name, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Template name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_template(reg, name, err), err);
+}
+
+/* ---- certificate ownership tokens ------------------------------------------------------- */
+
+static enum iot_err put_token(struct registry *reg, const char *token_hash, const char *cert_id,
+                              long long expires_at, struct iot_error *err)
+{
+    enum iot_err code = require_cert(reg, cert_id, err);
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO tokens (token_hash, cert_id, expires_at) VALUES (?1, ?2, ?3)"
+                   " ON CONFLICT (token_hash) DO UPDATE SET"
+                   " cert_id = excluded.cert_id, expires_at = excluded.expires_at",
+                   ARGS(ARG_TEXT(token_hash), ARG_TEXT(cert_id), ARG_NUM(expires_at)), err);
+    return code;
+}
+
+enum iot_err registry_token_put(struct registry *reg, const char *token_hash, const char *cert_id,
+                                long long expires_at, struct iot_error *err)
+{
+    if (empty(token_hash) || empty(cert_id))
+        return missing(err, empty(token_hash) ? "Token hash" : "Certificate id");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, put_token(reg, token_hash, cert_id, expires_at, err), err);
+}
+
+static enum iot_err find_token(struct registry *reg, const char *token_hash, char cert_id[65],
+                               long long *expires_at)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code =
+        prepare(reg, &st, "SELECT cert_id, expires_at FROM tokens WHERE token_hash = ?1",
+                ARGS(ARG_TEXT(token_hash)), NULL);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, NULL);
+    if (code == IOT_OK && !found)
+        code = IOT_ERR_NOT_FOUND;
+    if (code == IOT_OK && cert_id != NULL)
+        copy_id(st, 0, cert_id);
+    if (code == IOT_OK && expires_at != NULL)
+        *expires_at = sqlite3_column_int64(st, 1);
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_token_find(struct registry *reg, const char *token_hash, char cert_id[65],
+                                 long long *expires_at)
+{
+    if (empty(token_hash))
+        return IOT_ERR_NOT_FOUND;
+    lock(reg);
+    enum iot_err code = find_token(reg, token_hash, cert_id, expires_at);
+    unlock(reg);
+    return code;
+}
+
+/* §1.6: a certificate whose token expired before it was activated or attached is deleted. */
+static enum iot_err expire_tokens(struct registry *reg, long long now, int *deleted)
+{
+    cJSON *doomed = NULL, *id;
+    enum iot_err code = select_strings(
+        reg,
+        "SELECT DISTINCT c.id FROM tokens t JOIN certificates c ON c.id = t.cert_id"
+        " WHERE t.expires_at <= ?1 AND c.status = ?2"
+        " AND NOT EXISTS (SELECT 1 FROM policy_targets WHERE target = c.id)"
+        " AND NOT EXISTS (SELECT 1 FROM thing_principals WHERE principal = c.id) ORDER BY 1",
+        ARGS(ARG_NUM(now), ARG_TEXT(STATUS_NAMES[CERT_STATUS_PENDING_ACTIVATION])), &doomed, NULL);
+    cJSON_ArrayForEach(id, doomed)
+    {
+        if (code == IOT_OK)
+            code = delete_cert(reg, id->valuestring, NULL);
+    }
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM tokens WHERE expires_at <= ?1", ARGS(ARG_NUM(now)), NULL);
+    if (code == IOT_OK && deleted != NULL)
+        *deleted = cJSON_GetArraySize(doomed);
+    cJSON_Delete(doomed);
+    return code;
+}
+
+enum iot_err registry_expire_tokens(struct registry *reg, long long now, int *deleted)
+{
+    if (deleted != NULL)
+        *deleted = 0;
+    enum iot_err code = txn_open(reg, NULL);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, expire_tokens(reg, now, deleted), NULL);
+}

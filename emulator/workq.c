@@ -1,0 +1,145 @@
+/* Thread pool: a FIFO of submitted jobs guarded by one mutex, and a list of finished ones. */
+#include "workq.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+struct workq {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct workq_job *todo_head, *todo_tail;
+    struct workq_job *done_head, *done_tail;
+    size_t pending;
+    bool stopping;
+    int nthreads;
+    pthread_t *threads;
+};
+
+static void push(struct workq_job **head, struct workq_job **tail, struct workq_job *job)
+{
+    job->next = NULL;
+    if (*tail)
+        (*tail)->next = job;
+    else
+        *head = job;
+    *tail = job;
+}
+
+static struct workq_job *pop(struct workq_job **head, struct workq_job **tail)
+{
+    struct workq_job *job = *head;
+    if (job) {
+        *head = job->next;
+        if (*head == NULL)
+            *tail = NULL;
+        job->next = NULL;
+    }
+    return job;
+}
+
+static void *worker(void *arg)
+{
+    struct workq *q = arg;
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        while (!q->stopping && q->todo_head == NULL)
+            pthread_cond_wait(&q->wake, &q->lock);
+        if (q->stopping)
+            break;
+        struct workq_job *job = pop(&q->todo_head, &q->todo_tail);
+        pthread_mutex_unlock(&q->lock);
+        job->run(job);
+        pthread_mutex_lock(&q->lock);
+        push(&q->done_head, &q->done_tail, job);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+enum iot_err workq_start(int threads, struct workq **out)
+{
+    struct workq *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return IOT_ERR_NOMEM;
+    q->threads = calloc((size_t)threads, sizeof(pthread_t));
+    if (q->threads == NULL) {
+        free(q);
+        return IOT_ERR_NOMEM;
+    }
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->wake, NULL);
+    for (int i = 0; i < threads; i++) {
+        if (pthread_create(&q->threads[i], NULL, worker, q) != 0)
+            break;
+        q->nthreads++;
+    }
+    if (q->nthreads == 0) {
+        workq_stop(q, NULL, NULL);
+        return IOT_ERR_INTERNAL;
+    }
+    *out = q;
+    return IOT_OK;
+}
+
+void workq_submit(struct workq *q, struct workq_job *job)
+{
+    pthread_mutex_lock(&q->lock);
+    push(&q->todo_head, &q->todo_tail, job);
+    q->pending++;
+    pthread_cond_signal(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+}
+
+size_t workq_drain(struct workq *q, void (*done)(struct workq_job *job, void *arg), void *arg)
+{
+    pthread_mutex_lock(&q->lock);
+    struct workq_job *list = q->done_head;
+    q->done_head = q->done_tail = NULL;
+    pthread_mutex_unlock(&q->lock);
+
+    size_t n = 0;
+    while (list) {
+        struct workq_job *next = list->next;
+        done(list, arg);
+        list = next;
+        n++;
+    }
+    pthread_mutex_lock(&q->lock);
+    q->pending -= n;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+size_t workq_pending(struct workq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    size_t n = q->pending;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+void workq_stop(struct workq *q, void (*discard)(struct workq_job *job, void *arg), void *arg)
+{
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->stopping = true;
+    pthread_cond_broadcast(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+    for (int i = 0; i < q->nthreads; i++)
+        pthread_join(q->threads[i], NULL);
+
+    struct workq_job *lists[2] = {q->done_head, q->todo_head};
+    for (int i = 0; i < 2; i++) {
+        while (lists[i]) {
+            struct workq_job *next = lists[i]->next;
+            if (discard)
+                discard(lists[i], arg);
+            lists[i] = next;
+        }
+    }
+    pthread_cond_destroy(&q->wake);
+    pthread_mutex_destroy(&q->lock);
+    free(q->threads);
+    free(q);
+}

@@ -1,0 +1,38 @@
+/* A small thread pool that keeps slow work (RSA key generation, Lambda hook calls, database
+ * writes) off Mosquitto's event loop. The loop thread submits jobs; workers run them; the loop
+ * collects finished jobs with workq_drain() on its next tick and acts on them there, because only
+ * that thread may call into the broker. */
+#ifndef IOTMOCK_WORKQ_H
+#define IOTMOCK_WORKQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+
+struct workq;
+
+/* A job is any struct that begins with this header; the pool links jobs through it. */
+struct workq_job {
+    struct workq_job *next;
+    void (*run)(struct workq_job *job); /* on a worker thread */
+};
+
+/* Starts THREADS workers. Caller frees with workq_stop(). */
+enum iot_err workq_start(int threads, struct workq **out);
+
+/* Queues JOB (the pool borrows it until it comes back through workq_drain). Never blocks. */
+void workq_submit(struct workq *q, struct workq_job *job);
+
+/* Calls DONE(job, arg) on the calling thread for each job that has finished running, in
+ * completion order; DONE takes ownership of the job. Returns how many were handed over. */
+size_t workq_drain(struct workq *q, void (*done)(struct workq_job *job, void *arg), void *arg);
+
+/* Number of jobs submitted and not yet drained. */
+size_t workq_pending(struct workq *q);
+
+/* Stops accepting work, waits for the running jobs, joins the workers, then hands every job not
+ * yet drained (finished or never run) to DISCARD (may be NULL), and frees the pool. */
+void workq_stop(struct workq *q, void (*discard)(struct workq_job *job, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,130 @@
+/* Work that must not run on the broker's thread, and what the broker does with its results. */
+#include "plugin.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum job_kind { JOB_FLEET, JOB_EXPIRY };
+
+struct job {
+    struct workq_job base; /* first: the pool links jobs through it */
+    enum job_kind kind;
+    struct plugin *p;
+    /* JOB_FLEET */
+    struct fleet_topic topic;
+    char *request_topic;
+    char *client_id;
+    char cert_id[CA_ID_LEN + 1];
+    void *payload;
+    size_t payload_len;
+    struct fleet_response resp;
+    enum iot_err rc;
+    /* JOB_EXPIRY */
+    int expired;
+};
+
+static void run_fleet(struct workq_job *base)
+{
+    struct job *j = (struct job *)base;
+    struct fleet_request req = {.topic = &j->topic, .request_topic = j->request_topic,
+                                .client_id = j->client_id, .client_cert_id = j->cert_id,
+                                .payload = j->payload, .payload_len = j->payload_len};
+    j->rc = fleet_handle(&j->p->fleet, &req, &j->resp);
+}
+
+static void run_expiry(struct workq_job *base)
+{
+    struct job *j = (struct job *)base;
+    registry_expire_tokens(j->p->reg, (long long)time(NULL), &j->expired);
+}
+
+static void job_free(struct job *j)
+{
+    free(j->request_topic);
+    free(j->client_id);
+    free(j->payload);
+    fleet_response_clear(&j->resp);
+    free(j);
+}
+
+void jobs_submit_fleet(struct plugin *p, const struct fleet_topic *t, const char *topic,
+                       const char *client_id, const char *cert_id, const void *payload,
+                       size_t payload_len)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->kind = JOB_FLEET;
+    j->base.run = run_fleet;
+    j->p = p;
+    j->topic = *t;
+    j->request_topic = strdup(topic);
+    j->client_id = strdup(client_id);
+    snprintf(j->cert_id, sizeof(j->cert_id), "%s", cert_id);
+    j->payload = malloc(payload_len + 1);
+    if (j->request_topic == NULL || j->client_id == NULL || j->payload == NULL) {
+        job_free(j);
+        return;
+    }
+    if (payload_len)
+        memcpy(j->payload, payload, payload_len);
+    j->payload_len = payload_len;
+    workq_submit(p->workq, &j->base);
+}
+
+void jobs_submit_expiry(struct plugin *p)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->kind = JOB_EXPIRY;
+    j->base.run = run_expiry;
+    j->p = p;
+    p->expiry_running = true;
+    workq_submit(p->workq, &j->base);
+}
+
+/* Publishes an answer so that only its requester, if subscribed, receives it. */
+static void deliver(struct plugin *p, struct job *j)
+{
+    if (j->rc != IOT_OK || j->resp.payload == NULL)
+        return;
+    if (!j->resp.accepted)
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotmock: %s rejected | client=%s | cert=%s | %s",
+                             j->request_topic, j->client_id, j->cert_id, j->resp.error.message);
+    struct pending_reply *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return;
+    r->client_id = j->client_id;
+    r->topic = strdup(j->resp.topic);
+    r->payload = j->resp.payload;
+    r->payload_len = j->resp.payload_len;
+    r->deadline = time(NULL) + REPLY_TTL_S;
+    j->client_id = NULL; /* now owned by the reply */
+    j->resp.payload = NULL;
+    r->next = p->replies;
+    p->replies = r;
+    /* QoS 1: a subscriber at QoS 0 gets it at 0 (min of the two, §1.2); never retained. */
+    mosquitto_broker_publish_copy(NULL, r->topic, (int)r->payload_len, r->payload, 1, false, NULL);
+}
+
+void jobs_done(struct workq_job *base, void *arg)
+{
+    struct plugin *p = arg;
+    struct job *j = (struct job *)base;
+    if (j->kind == JOB_FLEET)
+        deliver(p, j);
+    else {
+        p->expiry_running = false;
+        if (j->expired > 0)
+            mosquitto_log_printf(MOSQ_LOG_INFO,
+                                 "iotmock: removed %d certificates whose ownership token expired "
+                                 "unused", j->expired);
+    }
+    job_free(j);
+}
+
+void jobs_discard(struct workq_job *base, void *arg)
+{
+    job_free((struct job *)base);
+}

@@ -1,0 +1,163 @@
+/* Entry points: option parsing, start-up and shutdown. */
+#include "plugin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "bootstrap.h"
+#include "hook.h"
+
+IOTMOCK_EXPORT int mosquitto_plugin_version(int count, const int *versions);
+IOTMOCK_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata,
+                                         struct mosquitto_opt *opts, int opt_count);
+IOTMOCK_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts,
+                                            int opt_count);
+
+int mosquitto_plugin_version(int count, const int *versions)
+{
+    return 5;
+}
+
+static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
+{
+    *o = (struct options){.bind = "127.0.0.1", .region = "us-east-1",
+                          .account_id = "123456789012", .http_port = 4580,
+                          .token_ttl = FLEET_TOKEN_TTL_DEFAULT};
+    for (int i = 0; i < n; i++) {
+        const char *k = opts[i].key, *v = opts[i].value;
+        if (strcmp(k, "state_dir") == 0) o->state_dir = v;
+        else if (strcmp(k, "data_dir") == 0) o->data_dir = v;
+        else if (strcmp(k, "templates_dir") == 0) o->templates_dir = v;
+        else if (strcmp(k, "registry") == 0) o->registry_path = v;
+        else if (strcmp(k, "bind") == 0) o->bind = v;
+        else if (strcmp(k, "region") == 0) o->region = v;
+        else if (strcmp(k, "account_id") == 0) o->account_id = v;
+        else if (strcmp(k, "lambda_endpoint") == 0) o->lambda_endpoint = v;
+        else if (strcmp(k, "http_port") == 0) o->http_port = atoi(v);
+        else if (strcmp(k, "token_ttl") == 0) o->token_ttl = atol(v);
+        else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
+    }
+}
+
+static int fail(struct iot_error *err)
+{
+    mosquitto_log_printf(MOSQ_LOG_ERR, "iotmock: %s", err->message);
+    return MOSQ_ERR_UNKNOWN;
+}
+
+static int open_state(struct plugin *p, struct iot_error *err)
+{
+    char path[4096];
+    const char *reg_path = p->opt.registry_path;
+    if (reg_path == NULL) {
+        snprintf(path, sizeof(path), "%s/%s", p->opt.state_dir, BOOTSTRAP_REGISTRY);
+        reg_path = path;
+    }
+    struct bootstrap_seed seed = {.state_dir = p->opt.state_dir, .data_dir = p->opt.data_dir,
+                                  .templates_dir = p->opt.templates_dir,
+                                  .region = p->opt.region, .account_id = p->opt.account_id};
+    if (registry_open(reg_path, &p->reg, err) != IOT_OK ||
+        bootstrap_registry(p->reg, &seed, err) != IOT_OK ||
+        ca_open(p->opt.state_dir, &p->ca, err) != IOT_OK)
+        return fail(err);
+    if (workq_start(PLUGIN_WORKERS, &p->workq) != IOT_OK) {
+        iot_error_set(err, IOT_ERR_INTERNAL, "cannot start worker threads");
+        return fail(err);
+    }
+    struct http_config hc = {.bind = p->opt.bind, .port = p->opt.http_port, .reg = p->reg,
+                             .state_dir = p->opt.state_dir, .ready = &p->ready};
+    if (http_server_start(&hc, &p->http, err) != IOT_OK)
+        return fail(err);
+    return MOSQ_ERR_SUCCESS;
+}
+
+static int register_callbacks(struct plugin *p)
+{
+    struct {
+        int event;
+        MOSQ_FUNC_generic_callback cb;
+    } table[] = {
+        {MOSQ_EVT_BASIC_AUTH, on_basic_auth},
+        {MOSQ_EVT_ACL_CHECK, on_acl_check},
+        {MOSQ_EVT_MESSAGE, on_message},
+        {MOSQ_EVT_TICK, on_tick},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        int rc = mosquitto_callback_register(p->id, table[i].event, table[i].cb, NULL, p);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, "iotmock: cannot register callback %d: %d",
+                                 table[i].event, rc);
+            return rc;
+        }
+    }
+    return MOSQ_ERR_SUCCESS;
+}
+
+static void destroy(struct plugin *p)
+{
+    http_server_stop(p->http);
+    workq_stop(p->workq, jobs_discard, p);
+    while (p->replies) {
+        struct pending_reply *next = p->replies->next;
+        free(p->replies->client_id);
+        free(p->replies->topic);
+        free(p->replies->payload);
+        free(p->replies);
+        p->replies = next;
+    }
+    ca_free(p->ca);
+    registry_close(p->reg);
+    free(p);
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata, struct mosquitto_opt *opts,
+                          int opt_count)
+{
+    struct iot_error err = {0};
+    struct plugin *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return MOSQ_ERR_NOMEM;
+    p->id = id;
+    atomic_init(&p->ready, false);
+    read_options(&p->opt, opts, opt_count);
+    if (p->opt.state_dir == NULL || p->opt.data_dir == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "iotmock: plugin_opt_state_dir and plugin_opt_data_dir "
+                                           "are required (use `iotmock serve`)");
+        free(p);
+        return MOSQ_ERR_INVAL;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = open_state(p, &err);
+    if (rc == MOSQ_ERR_SUCCESS)
+        rc = register_callbacks(p);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        destroy(p);
+        return rc;
+    }
+    p->fleet = (struct fleet_config){.reg = p->reg, .ca = p->ca, .region = p->opt.region,
+                                     .account_id = p->opt.account_id,
+                                     .lambda_endpoint = p->opt.lambda_endpoint,
+                                     .token_ttl = p->opt.token_ttl,
+                                     .hook_timeout_ms = HOOK_TIMEOUT_MS};
+    *userdata = p;
+    mosquitto_log_printf(MOSQ_LOG_INFO, "iotmock: ready to serve (state %s, control plane %s:%d)",
+                         p->opt.state_dir, p->opt.bind, p->opt.http_port);
+    return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
+{
+    struct plugin *p = userdata;
+    if (p == NULL)
+        return MOSQ_ERR_SUCCESS;
+    mosquitto_callback_unregister(p->id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+    mosquitto_callback_unregister(p->id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+    mosquitto_callback_unregister(p->id, MOSQ_EVT_MESSAGE, on_message, NULL);
+    mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, on_tick, NULL);
+    destroy(p);
+    curl_global_cleanup();
+    return MOSQ_ERR_SUCCESS;
+}

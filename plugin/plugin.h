@@ -1,0 +1,79 @@
+/* Private header of the Mosquitto adapter: the one state struct every callback receives as
+ * userdata, and the callbacks. These are the only files that include Mosquitto headers. */
+#ifndef IOTMOCK_PLUGIN_H
+#define IOTMOCK_PLUGIN_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#include "ca.h"
+#include "fleet.h"
+#include "http/server.h"
+#include "registry.h"
+#include "workq.h"
+
+#define IOTMOCK_EXPORT __attribute__((visibility("default")))
+#define PLUGIN_WORKERS 4
+#define REPLY_TTL_S 10 /* how long a queued answer may wait for its delivery check */
+
+/* An answer on its way to one client. Mosquitto routes it like any message (so only a matching
+ * subscription receives it, at that subscription's QoS); the read check lets it through to
+ * CLIENT_ID only (shared/spec/provisioning.md §1.2). */
+struct pending_reply {
+    struct pending_reply *next;
+    char *client_id;
+    char *topic;
+    void *payload;
+    size_t payload_len;
+    time_t deadline;
+};
+
+struct options {
+    const char *state_dir;
+    const char *data_dir;
+    const char *templates_dir;
+    const char *registry_path; /* default STATE_DIR/registry.db; ":memory:" allowed */
+    const char *bind;
+    const char *region;
+    const char *account_id;
+    const char *lambda_endpoint;
+    int http_port;
+    long token_ttl;
+};
+
+struct plugin {
+    mosquitto_plugin_id_t *id;
+    struct options opt;
+    struct registry *reg;
+    struct ca *ca;
+    struct workq *workq;
+    struct http_server *http;
+    struct fleet_config fleet;
+    atomic_bool ready;
+    struct pending_reply *replies;
+    time_t next_expiry;
+    bool expiry_running;
+};
+
+int on_basic_auth(int event, void *event_data, void *userdata);
+int on_acl_check(int event, void *event_data, void *userdata);
+int on_message(int event, void *event_data, void *userdata);
+int on_tick(int event, void *event_data, void *userdata);
+
+/* Jobs run on workers and come back through on_tick. */
+void jobs_submit_fleet(struct plugin *p, const struct fleet_topic *t, const char *topic,
+                       const char *client_id, const char *cert_id, const void *payload,
+                       size_t payload_len);
+void jobs_submit_expiry(struct plugin *p);
+void jobs_done(struct workq_job *job, void *arg);
+void jobs_discard(struct workq_job *job, void *arg);
+
+/* The certificate id of a connected client, or false if it presented none. */
+bool client_cert_id(struct mosquitto *client, char out[CA_ID_LEN + 1]);
+
+#endif
