@@ -1,6 +1,7 @@
-/* Fleet provisioning MQTT API: topic grammar, JSON requests and responses, and the three
- * operations (shared/spec/provisioning.md §1). CBOR (§1.9) is recognised in topics and answered
- * by the wire-fidelity work; this file speaks JSON. */
+/* Fleet provisioning MQTT API: topic grammar, requests and responses, and the three operations
+ * (shared/spec/provisioning.md §1). Both formats meet as cJSON trees: a JSON body is parsed by
+ * cJSON, a CBOR body (§1.9) decoded by cbor_codec into the same tree, so one validation path
+ * serves both; the answer tree is printed back in the request's format. */
 #include "fleet.h"
 
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "cbor_codec.h"
 #include "hook.h"
 
 #define TOKEN_RANDOM_BYTES 48 /* 64 base64url characters: unguessable, and small for CBOR clients */
@@ -115,21 +117,36 @@ const char *fleet_error_code(enum iot_err code)
 
 /* ---- responses ----------------------------------------------------------------------------- */
 
-static enum iot_err respond(struct fleet_response *out, const char *request_topic, bool accepted,
-                            cJSON *body)
+/* BODY in the request's format: compact JSON, or CBOR with text strings and definite maps. */
+static enum iot_err serialize(enum fleet_format format, const cJSON *body,
+                              struct fleet_response *out)
 {
-    snprintf(out->topic, sizeof(out->topic), "%s%s", request_topic,
-             accepted ? FLEET_ACCEPTED : FLEET_REJECTED);
-    out->accepted = accepted;
-    out->payload = body ? cJSON_PrintUnformatted(body) : NULL;
-    cJSON_Delete(body);
-    if (out->payload == NULL)
+    if (body == NULL)
+        return IOT_ERR_NOMEM;
+    if (format == FLEET_FORMAT_CBOR) {
+        unsigned char *cbor = NULL;
+        enum iot_err e = cbor_codec_encode(body, &cbor, &out->payload_len);
+        out->payload = (char *)cbor;
+        return e;
+    }
+    if ((out->payload = cJSON_PrintUnformatted(body)) == NULL)
         return IOT_ERR_NOMEM;
     out->payload_len = strlen(out->payload);
     return IOT_OK;
 }
 
-static enum iot_err reject(struct fleet_response *out, const char *request_topic)
+static enum iot_err respond(struct fleet_response *out, const struct fleet_request *req,
+                            bool accepted, cJSON *body)
+{
+    snprintf(out->topic, sizeof(out->topic), "%s%s", req->request_topic,
+             accepted ? FLEET_ACCEPTED : FLEET_REJECTED);
+    out->accepted = accepted;
+    enum iot_err e = serialize(req->topic->format, body, out);
+    cJSON_Delete(body);
+    return e;
+}
+
+static enum iot_err reject(struct fleet_response *out, const struct fleet_request *req)
 {
     cJSON *body = cJSON_CreateObject();
     if (body) {
@@ -137,14 +154,17 @@ static enum iot_err reject(struct fleet_response *out, const char *request_topic
         cJSON_AddStringToObject(body, "errorCode", fleet_error_code(out->error.code));
         cJSON_AddStringToObject(body, "errorMessage", out->error.message);
     }
-    return respond(out, request_topic, false, body);
+    return respond(out, req, false, body);
 }
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-/* Parses a JSON request body. An empty payload counts as {} (the C SDK sends zero bytes). */
+/* Parses a request body into an object. An empty payload counts as {} (the C SDK sends zero
+ * bytes); a CBOR body must be a map (cbor_codec.h). */
 static enum iot_err parse_body(const struct fleet_request *req, cJSON **out, struct iot_error *err)
 {
+    if (req->topic->format == FLEET_FORMAT_CBOR)
+        return cbor_codec_decode(req->payload, req->payload_len, out, err);
     const char *p = req->payload;
     size_t n = req->payload_len;
     *out = n == 0 ? cJSON_CreateObject() : cJSON_ParseWithLength(p, n);
@@ -477,11 +497,11 @@ enum iot_err fleet_handle(const struct fleet_config *cfg, const struct fleet_req
     }
     cJSON_Delete(body);
     if (e == IOT_OK && answer != NULL)
-        return respond(out, req->request_topic, true, answer);
+        return respond(out, req, true, answer);
     cJSON_Delete(answer);
     if (out->error.code == IOT_OK)
         iot_error_set(&out->error, e, "internal error");
-    return reject(out, req->request_topic);
+    return reject(out, req);
 }
 
 void fleet_response_clear(struct fleet_response *r)

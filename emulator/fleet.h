@@ -79,7 +79,7 @@ struct fleet_response {
     char topic[FLEET_TOPIC_MAX + 16]; /* request topic + /accepted or /rejected */
     bool accepted;
     char *payload;                    /* malloc'd; freed by fleet_response_clear() */
-    size_t payload_len;
+    size_t payload_len;               /* JSON text, or binary CBOR in a CBOR topic's answer */
     struct iot_error error;           /* why, when rejected (also in the payload) */
 };
 

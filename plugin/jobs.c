@@ -14,6 +14,7 @@ struct job {
     struct fleet_topic topic;
     char *request_topic;
     char *client_id;
+    uint64_t generation;
     char cert_id[CA_ID_LEN + 1];
     void *payload;
     size_t payload_len;
@@ -47,9 +48,8 @@ static void job_free(struct job *j)
     free(j);
 }
 
-void jobs_submit_fleet(struct plugin *p, const struct fleet_topic *t, const char *topic,
-                       const char *client_id, const char *cert_id, const void *payload,
-                       size_t payload_len)
+void jobs_submit_fleet(struct plugin *p, const struct conn *c, const struct fleet_topic *t,
+                       const char *topic, const void *payload, size_t payload_len)
 {
     struct job *j = calloc(1, sizeof(*j));
     if (j == NULL)
@@ -59,8 +59,9 @@ void jobs_submit_fleet(struct plugin *p, const struct fleet_topic *t, const char
     j->p = p;
     j->topic = *t;
     j->request_topic = strdup(topic);
-    j->client_id = strdup(client_id);
-    snprintf(j->cert_id, sizeof(j->cert_id), "%s", cert_id);
+    j->client_id = strdup(c->client_id);
+    j->generation = c->generation;
+    snprintf(j->cert_id, sizeof(j->cert_id), "%s", c->cert_id);
     j->payload = malloc(payload_len + 1);
     if (j->request_topic == NULL || j->client_id == NULL || j->payload == NULL) {
         job_free(j);
@@ -89,6 +90,12 @@ static void deliver(struct plugin *p, struct job *j)
 {
     if (j->rc != IOT_OK || j->resp.payload == NULL)
         return;
+    const struct conn *c = conns_by_id(p, j->client_id);
+    if (c == NULL || c->generation != j->generation) {
+        mosquitto_log_printf(MOSQ_LOG_INFO, "iotmock: %s answer dropped | client=%s | the "
+                             "connection that asked is gone", j->request_topic, j->client_id);
+        return;
+    }
     if (!j->resp.accepted)
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotmock: %s rejected | client=%s | cert=%s | %s",
                              j->request_topic, j->client_id, j->cert_id, j->resp.error.message);
@@ -96,6 +103,7 @@ static void deliver(struct plugin *p, struct job *j)
     if (r == NULL)
         return;
     r->client_id = j->client_id;
+    r->generation = j->generation;
     r->topic = strdup(j->resp.topic);
     r->payload = j->resp.payload;
     r->payload_len = j->resp.payload_len;

@@ -6,13 +6,14 @@
 
 #include <string.h>
 
-static bool reply_expected(const struct plugin *p, const struct mosquitto_evt_acl_check *ed)
+static bool reply_expected(struct plugin *p, const struct mosquitto_evt_acl_check *ed)
 {
-    const char *id = mosquitto_client_id(ed->client);
-    if (id == NULL)
+    const struct conn *c = conns_find(p, ed->client);
+    if (c == NULL)
         return false;
     for (const struct pending_reply *r = p->replies; r; r = r->next) {
-        if (r->payload_len == ed->payloadlen && strcmp(r->client_id, id) == 0 &&
+        if (r->payload_len == ed->payloadlen && r->generation == c->generation &&
+            strcmp(r->client_id, c->client_id) == 0 &&
             strcmp(r->topic, ed->topic) == 0 &&
             (r->payload_len == 0 || memcmp(r->payload, ed->payload, r->payload_len) == 0))
             return true;

@@ -1,8 +1,15 @@
 /* MOSQ_EVT_BASIC_AUTH: a device is its TLS client certificate, never its MQTT username (AWS SDKs
- * put a metrics string there). Only a registered ACTIVE certificate may connect. */
+ * put a metrics string there). Only a registered ACTIVE certificate may connect.
+ *
+ * A refused certificate gets no CONNACK in either MQTT version: AWS ends such connections without
+ * one (shared/spec/broker-and-policy.md §3.5). Mosquitto closes the socket silently when this
+ * callback returns anything but MOSQ_ERR_SUCCESS or MOSQ_ERR_AUTH (which would send CONNACK
+ * "not authorised"), so certificate refusals return REFUSE_SILENTLY. */
 #include "plugin.h"
 
 #include <openssl/x509.h>
+
+#define REFUSE_SILENTLY MOSQ_ERR_UNKNOWN
 
 bool client_cert_id(struct mosquitto *client, char out[CA_ID_LEN + 1])
 {
@@ -28,24 +35,26 @@ int on_basic_auth(int event, void *event_data, void *userdata)
     char id[CA_ID_LEN + 1];
     if (!client_cert_id(ed->client, id)) {
         refuse(ed->client, "-", "no client certificate was presented");
-        return MOSQ_ERR_AUTH;
+        return REFUSE_SILENTLY;
     }
     enum cert_status status;
     enum iot_err rc = registry_cert_status(p->reg, id, &status);
     if (rc == IOT_ERR_NOT_FOUND) {
         refuse(ed->client, id, "certificate is not registered");
-        return MOSQ_ERR_AUTH;
+        return REFUSE_SILENTLY;
     }
     if (rc != IOT_OK) {
         refuse(ed->client, id, "registry unavailable");
-        return MOSQ_ERR_AUTH;
+        return REFUSE_SILENTLY;
     }
     if (status != CERT_STATUS_ACTIVE) {
         char why[96];
         snprintf(why, sizeof(why), "certificate status is %s, not ACTIVE",
                  registry_cert_status_name(status));
         refuse(ed->client, id, why);
-        return MOSQ_ERR_AUTH;
+        return REFUSE_SILENTLY;
     }
+    if (conns_connect(p, ed->client, id) == NULL)
+        return MOSQ_ERR_NOMEM;
     return MOSQ_ERR_SUCCESS;
 }

@@ -10,13 +10,9 @@ int on_message(int event, void *event_data, void *userdata)
         return MOSQ_ERR_SUCCESS;
     if (fleet_topic_parse(ed->topic, &t) != FLEET_TOPIC_REQUEST)
         return MOSQ_ERR_SUCCESS;
-    if (t.format == FLEET_FORMAT_CBOR)
-        return MOSQ_ERR_SUCCESS; /* CBOR requests: not served yet (wire-fidelity issue) */
     ed->retain = false; /* a request is an operation, never something to keep */
-    char cert_id[CA_ID_LEN + 1] = "";
-    client_cert_id(ed->client, cert_id);
-    const char *client_id = mosquitto_client_id(ed->client);
-    jobs_submit_fleet(p, &t, ed->topic, client_id ? client_id : "", cert_id, ed->payload,
-                      ed->payloadlen);
+    const struct conn *c = conns_find(p, ed->client);
+    if (c != NULL)
+        jobs_submit_fleet(p, c, &t, ed->topic, ed->payload, ed->payloadlen);
     return MOSQ_ERR_SUCCESS;
 }

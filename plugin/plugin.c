@@ -84,6 +84,7 @@ static int register_callbacks(struct plugin *p)
         {MOSQ_EVT_ACL_CHECK, on_acl_check},
         {MOSQ_EVT_MESSAGE, on_message},
         {MOSQ_EVT_TICK, on_tick},
+        {MOSQ_EVT_DISCONNECT, on_disconnect},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         int rc = mosquitto_callback_register(p->id, table[i].event, table[i].cb, NULL, p);
@@ -108,6 +109,7 @@ static void destroy(struct plugin *p)
         free(p->replies);
         p->replies = next;
     }
+    conns_clear(p);
     ca_free(p->ca);
     registry_close(p->reg);
     free(p);
@@ -157,6 +159,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
     mosquitto_callback_unregister(p->id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
     mosquitto_callback_unregister(p->id, MOSQ_EVT_MESSAGE, on_message, NULL);
     mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, on_tick, NULL);
+    mosquitto_callback_unregister(p->id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
     destroy(p);
     curl_global_cleanup();
     return MOSQ_ERR_SUCCESS;

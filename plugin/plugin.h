@@ -5,11 +5,13 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <uthash.h>
 
 #include "ca.h"
 #include "fleet.h"
@@ -27,10 +29,20 @@
 struct pending_reply {
     struct pending_reply *next;
     char *client_id;
+    uint64_t generation; /* of the connection that asked */
     char *topic;
     void *payload;
     size_t payload_len;
     time_t deadline;
+};
+
+/* What iotmock knows of one live connection (conns.c). */
+struct conn {
+    char *client_id; /* the key */
+    const struct mosquitto *client;
+    uint64_t generation; /* unique per accepted CONNECT */
+    char cert_id[CA_ID_LEN + 1];
+    UT_hash_handle hh;
 };
 
 struct options {
@@ -56,6 +68,8 @@ struct plugin {
     struct fleet_config fleet;
     atomic_bool ready;
     struct pending_reply *replies;
+    struct conn *conns;
+    uint64_t generations;
     time_t next_expiry;
     bool expiry_running;
 };
@@ -64,11 +78,19 @@ int on_basic_auth(int event, void *event_data, void *userdata);
 int on_acl_check(int event, void *event_data, void *userdata);
 int on_message(int event, void *event_data, void *userdata);
 int on_tick(int event, void *event_data, void *userdata);
+int on_disconnect(int event, void *event_data, void *userdata);
+
+/* Connections: registered at authentication, forgotten at disconnect. conns_find() returns the
+ * entry of this very connection (NULL for an older one whose client id was taken over). */
+struct conn *conns_connect(struct plugin *p, const struct mosquitto *client, const char *cert_id);
+struct conn *conns_find(struct plugin *p, const struct mosquitto *client);
+struct conn *conns_by_id(struct plugin *p, const char *client_id);
+void conns_disconnect(struct plugin *p, const struct mosquitto *client);
+void conns_clear(struct plugin *p);
 
 /* Jobs run on workers and come back through on_tick. */
-void jobs_submit_fleet(struct plugin *p, const struct fleet_topic *t, const char *topic,
-                       const char *client_id, const char *cert_id, const void *payload,
-                       size_t payload_len);
+void jobs_submit_fleet(struct plugin *p, const struct conn *c, const struct fleet_topic *t,
+                       const char *topic, const void *payload, size_t payload_len);
 void jobs_submit_expiry(struct plugin *p);
 void jobs_done(struct workq_job *job, void *arg);
 void jobs_discard(struct workq_job *job, void *arg);
