@@ -20,6 +20,7 @@ struct serve_opts {
     int mqtt_port, http_port;
     long token_ttl;
     int in_memory;
+    int friendly;
 };
 
 static void usage(FILE *to)
@@ -28,7 +29,7 @@ static void usage(FILE *to)
             "usage: iotmock serve [--state-dir DIR] [--host NAME] [--mqtt-port N] [--http-port N]\n"
             "                     [--bind ADDR] [--region R] [--account-id ID]\n"
             "                     [--lambda-endpoint URL] [--templates-dir DIR]\n"
-            "                     [--token-ttl SECONDS] [--in-memory]\n"
+            "                     [--token-ttl SECONDS] [--in-memory] [--friendly]\n"
             "defaults: ./.iotmock, localhost, 8883 (MQTT over TLS), 4580 (HTTP), 127.0.0.1,\n"
             "          us-east-1, 123456789012\n");
 }
@@ -53,6 +54,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         {"lambda-endpoint", required_argument, NULL, 'l'},
         {"templates-dir", required_argument, NULL, 't'},
         {"token-ttl", required_argument, NULL, 'T'}, {"in-memory", no_argument, NULL, 'M'},
+        {"friendly", no_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
     *o = (struct serve_opts){.state_dir = "./.iotmock", .host = "localhost", .bind = "127.0.0.1",
                              .region = "us-east-1", .account_id = "123456789012",
@@ -68,6 +70,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         case 'l': o->lambda_endpoint = optarg; break;
         case 't': o->templates_dir = optarg; break;
         case 'M': o->in_memory = 1; break;
+        case 'F': o->friendly = 1; break;
         case 'T':
             o->token_ttl = atol(optarg);
             if (o->token_ttl < 1)
@@ -139,6 +142,8 @@ static int write_config(const char *path, const char *state, const struct serve_
         fprintf(f, "plugin_opt_templates_dir %s\n", templates_dir);
     if (o->in_memory)
         fprintf(f, "plugin_opt_registry :memory:\n");
+    if (o->friendly)
+        fprintf(f, "plugin_opt_friendly true\n");
     return fclose(f) == 0;
 }
 
@@ -154,6 +159,20 @@ static void banner(const char *state, const struct serve_opts *o)
            o->host, o->mqtt_port, o->bind, o->bind, o->http_port, o->region, o->account_id, state,
            state, state);
     fflush(stdout);
+}
+
+/* Opens (and, on a first start, creates) the registry once before the broker starts, so that a
+ * damaged or foreign registry.db is one clear line from `iotmock serve` instead of a plugin
+ * initialisation failure amid the broker's log. The plugin opens it again. */
+static int registry_opens(const char *state, struct iot_error *err)
+{
+    char path[PATH_MAX + 32];
+    struct registry *reg = NULL;
+    snprintf(path, sizeof(path), "%s/%s", state, BOOTSTRAP_REGISTRY);
+    if (registry_open(path, &reg, err) != IOT_OK)
+        return 0;
+    registry_close(reg);
+    return 1;
 }
 
 /* The sanitizer build preloads its runtime into the (uninstrumented) broker. */
@@ -179,10 +198,16 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "iotmock: %s\n", err.message);
         return 1;
     }
-    if (realpath(o.state_dir, state) == NULL ||
-        (o.templates_dir && realpath(o.templates_dir, templates) == NULL)) {
-        fprintf(stderr, "iotmock: %s: %s\n", o.templates_dir ? o.templates_dir : o.state_dir,
-                strerror(errno));
+    if (realpath(o.state_dir, state) == NULL) {
+        fprintf(stderr, "iotmock: %s: %s\n", o.state_dir, strerror(errno));
+        return 1;
+    }
+    if (o.templates_dir && realpath(o.templates_dir, templates) == NULL) {
+        fprintf(stderr, "iotmock: %s: %s\n", o.templates_dir, strerror(errno));
+        return 1;
+    }
+    if (!o.in_memory && !registry_opens(state, &err)) {
+        fprintf(stderr, "iotmock: %s\n", err.message);
         return 1;
     }
     snprintf(conf, sizeof(conf), "%s/mosquitto.conf", state);

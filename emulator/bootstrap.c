@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -103,35 +104,109 @@ cleanup:
     return rc;
 }
 
-/* The server certificate is re-issued when it does not name HOST any more. */
-static int server_cert_current(const char *cert_path, const char *host)
+static EVP_PKEY *load_key(const char *path)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    ERR_clear_error();
+    return key;
+}
+
+/* The server pair is re-issued when the certificate does not name HOST any more, or when either
+ * file is unreadable or they do not belong together: both are derived from the CA, which is what
+ * devices trust, so new ones serve as well as the old ones did. */
+static int server_pair_current(const char *cert_path, const char *key_path, const char *host)
 {
     X509 *cert = load_cert(cert_path);
-    if (cert == NULL)
-        return 0;
-    int ok = X509_check_host(cert, host, 0, 0, NULL) == 1 || X509_check_ip_asc(cert, host, 0) == 1;
+    EVP_PKEY *key = cert ? load_key(key_path) : NULL;
+    int ok = key != NULL && X509_check_private_key(cert, key) == 1 &&
+             (X509_check_host(cert, host, 0, 0, NULL) == 1 ||
+              X509_check_ip_asc(cert, host, 0) == 1);
+    ERR_clear_error();
+    EVP_PKEY_free(key);
     X509_free(cert);
     return ok;
+}
+
+/* The claim pair is handed to devices, so it is never replaced behind the user's back: a
+ * damaged one is an error that says what to do. */
+static enum iot_err check_claim_pair(const char *cert_path, const char *key_path,
+                                     struct iot_error *err)
+{
+    X509 *cert = load_cert(cert_path);
+    EVP_PKEY *key = cert ? load_key(key_path) : NULL;
+    enum iot_err rc = IOT_OK;
+    if (cert == NULL)
+        rc = iot_error_set(err, IOT_ERR_IO,
+                           "%s is not a PEM certificate (remove it and %s to issue a new claim "
+                           "certificate)", cert_path, key_path);
+    else if (key == NULL)
+        rc = iot_error_set(err, IOT_ERR_IO,
+                           "%s is not a PEM private key (remove it and %s to issue a new claim "
+                           "certificate)", key_path, cert_path);
+    else if (X509_check_private_key(cert, key) != 1)
+        rc = iot_error_set(err, IOT_ERR_IO, "%s is not the key of %s", key_path, cert_path);
+    ERR_clear_error();
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return rc;
+}
+
+/* A first start killed between writing root-ca.key and root-ca.pem leaves the key alone, and
+ * ca_open() refuses a key without its certificate. When nothing else is in the directory yet,
+ * nothing was ever issued with that key: it is moved aside (root-ca.key.orphaned) and a new CA
+ * is made. */
+static enum iot_err set_aside_orphan_ca_key(const char *state_dir, struct iot_error *err)
+{
+    static const char *const later[] = {CA_CERT_FILE,        BOOTSTRAP_SERVER_CERT,
+                                        BOOTSTRAP_SERVER_KEY, BOOTSTRAP_CLAIM_CERT,
+                                        BOOTSTRAP_CLAIM_KEY,  BOOTSTRAP_REGISTRY};
+    char key[4096], path[4096], aside[4200];
+    join(key, sizeof(key), state_dir, CA_KEY_FILE);
+    if (!exists(key))
+        return IOT_OK;
+    for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
+        join(path, sizeof(path), state_dir, later[i]);
+        if (exists(path))
+            return IOT_OK;
+    }
+    snprintf(aside, sizeof(aside), "%s.orphaned", key);
+    if (rename(key, aside) != 0)
+        return iot_error_set(err, IOT_ERR_IO, "%s exists without %s/%s and cannot be moved aside: "
+                             "%s", key, state_dir, CA_CERT_FILE, strerror(errno));
+    return IOT_OK;
 }
 
 enum iot_err bootstrap_files(const char *state_dir, const char *host, struct iot_error *err)
 {
     char cert[4096], key[4096];
+    struct stat st;
     if (mkdir(state_dir, 0700) != 0 && errno != EEXIST)
         return iot_error_set(err, IOT_ERR_IO, "cannot create state directory %s: %s", state_dir,
                              strerror(errno));
+    if (stat(state_dir, &st) != 0)
+        return iot_error_set(err, IOT_ERR_IO, "cannot use state directory %s: %s", state_dir,
+                             strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return iot_error_set(err, IOT_ERR_IO, "state directory %s is not a directory", state_dir);
     struct ca *ca = NULL;
-    enum iot_err rc = ca_open(state_dir, &ca, err);
+    enum iot_err rc = set_aside_orphan_ca_key(state_dir, err);
+    if (rc == IOT_OK)
+        rc = ca_open(state_dir, &ca, err);
     if (rc != IOT_OK)
         return rc;
     join(cert, sizeof(cert), state_dir, BOOTSTRAP_SERVER_CERT);
     join(key, sizeof(key), state_dir, BOOTSTRAP_SERVER_KEY);
-    if (!exists(key) || !server_cert_current(cert, host))
+    if (!server_pair_current(cert, key, host))
         rc = write_pair(ca, cert, key, host, err);
     join(cert, sizeof(cert), state_dir, BOOTSTRAP_CLAIM_CERT);
     join(key, sizeof(key), state_dir, BOOTSTRAP_CLAIM_KEY);
+    /* Neither file, or one alone (a first start killed in between): issue both. */
     if (rc == IOT_OK && (!exists(cert) || !exists(key)))
         rc = write_pair(ca, cert, key, NULL, err);
+    else if (rc == IOT_OK)
+        rc = check_claim_pair(cert, key, err);
     ca_free(ca);
     return rc;
 }
@@ -272,6 +347,8 @@ static enum iot_err seed_claim(struct registry *reg, const struct bootstrap_seed
     X509 *cert = NULL;
     enum iot_err rc = pem ? ca_cert_from_pem(pem, len, &cert, err)
                           : iot_error_set(err, IOT_ERR_IO, "cannot read %s", path);
+    if (pem != NULL && rc != IOT_OK)
+        rc = iot_error_set(err, rc, "%s is not a PEM certificate", path);
     if (rc == IOT_OK && (rc = ca_cert_id(cert, id)) == IOT_OK) {
         enum cert_status status;
         if (registry_cert_status(reg, id, &status) == IOT_ERR_NOT_FOUND) {

@@ -20,6 +20,7 @@
 #define MSG_KEY_TWICE "CBOR map has a duplicate key"
 #define MSG_TEXT "CBOR text string is not well-formed UTF-8 or contains NUL"
 #define MSG_NOMEM "out of memory decoding CBOR"
+#define MSG_DEEP "CBOR items nest too deep"
 
 /* ---- UTF-8 --------------------------------------------------------------------------------- */
 
@@ -154,7 +155,7 @@ static void push(struct decoder *d, enum frame_kind kind, bool indefinite, size_
     }
     if (d->depth == CBOR_CODEC_DEPTH_MAX) {
         cJSON_Delete(node);
-        fail(d, IOT_ERR_INVALID_PAYLOAD, "CBOR items nest too deep");
+        fail(d, IOT_ERR_INVALID_PAYLOAD, MSG_DEEP);
         return;
     }
     d->stack[d->depth++] =
@@ -171,6 +172,17 @@ static void pop(struct decoder *d)
     else
         add(d, f->node);
     f->node = NULL;
+}
+
+/* A byte string or undefined: no JSON twin, so an empty array (cbor_codec.h). That array is one
+ * level of the tree like any other, so it obeys the depth cap too, and every tree the decoder
+ * returns is one cbor_codec_encode() accepts. */
+static void add_typeless(struct decoder *d)
+{
+    if (d->depth == CBOR_CODEC_DEPTH_MAX)
+        fail(d, IOT_ERR_INVALID_PAYLOAD, MSG_DEEP);
+    else
+        add(d, cJSON_CreateArray());
 }
 
 static cJSON *text(const void *data, size_t len)
@@ -287,7 +299,7 @@ static void on_bytes(void *ctx, cbor_data data, size_t len)
     if (d->chunks == CHUNKS_TEXT)
         fail(d, IOT_ERR_INVALID_PAYLOAD, MSG_MALFORMED);
     else if (d->chunks == CHUNKS_NONE && ready(d, false))
-        add(d, cJSON_CreateArray());
+        add_typeless(d);
 }
 
 static void on_bytes_start(void *ctx)
@@ -336,7 +348,7 @@ static void on_tag(void *ctx, uint64_t tag)
 static void on_undefined(void *ctx)
 {
     if (ready(ctx, false))
-        add(ctx, cJSON_CreateArray());
+        add_typeless(ctx);
 }
 
 static void on_null(void *ctx)
@@ -356,8 +368,12 @@ static void on_break(void *ctx)
     struct decoder *d = ctx;
     enum chunks c = d->chunks;
     d->chunks = CHUNKS_NONE;
-    if (c != CHUNKS_NONE) {
-        add(d, c == CHUNKS_TEXT ? text(d->text ? d->text : "", d->text_len) : cJSON_CreateArray());
+    if (c == CHUNKS_TEXT) {
+        add(d, text(d->text ? d->text : "", d->text_len));
+        return;
+    }
+    if (c == CHUNKS_BYTES) {
+        add_typeless(d);
         return;
     }
     const struct frame *f = d->depth > 0 ? &d->stack[d->depth - 1] : NULL;

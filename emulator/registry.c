@@ -72,7 +72,51 @@ static const char SCHEMA_SQL[] =
     "CREATE TABLE IF NOT EXISTS templates ("
     " name TEXT PRIMARY KEY NOT NULL, body TEXT, type TEXT, description TEXT, role_arn TEXT,"
     " hook_target_arn TEXT, hook_payload_version TEXT, enabled INTEGER NOT NULL,"
+    " created INTEGER NOT NULL, modified INTEGER NOT NULL);"
+    /* Added for the control plane; templates.body stays the default version's body. */
+    "CREATE TABLE IF NOT EXISTS template_versions ("
+    " template TEXT NOT NULL REFERENCES templates(name) ON DELETE CASCADE,"
+    " version INTEGER NOT NULL, body TEXT NOT NULL, created INTEGER NOT NULL,"
+    " PRIMARY KEY (template, version)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS event_configurations ("
+    " event_type TEXT PRIMARY KEY NOT NULL, enabled INTEGER NOT NULL,"
     " created INTEGER NOT NULL, modified INTEGER NOT NULL);";
+
+/* Columns added after schema version 1 shipped. They are added in place when missing (ALTER TABLE
+ * ADD COLUMN), so a registry written by an older build opens unchanged and keeps its data. */
+static const struct {
+    const char *table, *column, *decl;
+} ADDED_COLUMNS[] = {
+    {"certificates", "customer_version", "INTEGER NOT NULL DEFAULT 1"},
+    {"certificates", "claim_template", "TEXT"}, /* set for CreateProvisioningClaim certificates */
+    {"certificates", "claim_expires", "INTEGER"},
+    {"thing_types", "id", "TEXT"},
+    {"thing_types", "description", "TEXT"},
+    {"thing_types", "searchable", "TEXT"}, /* JSON array of attribute names */
+    {"thing_types", "deprecated", "INTEGER NOT NULL DEFAULT 0"},
+    {"thing_types", "deprecated_at", "INTEGER"},
+    {"thing_groups", "id", "TEXT"},
+    {"thing_groups", "description", "TEXT"},
+    {"thing_groups", "attributes", "TEXT"}, /* JSON object */
+    {"thing_groups", "parent", "TEXT"},
+    {"thing_groups", "version", "INTEGER NOT NULL DEFAULT 1"},
+    {"policies", "last_version", "INTEGER NOT NULL DEFAULT 1"}, /* version ids are never reused */
+    {"templates", "default_version", "INTEGER NOT NULL DEFAULT 1"},
+    {"templates", "last_version", "INTEGER NOT NULL DEFAULT 1"},
+};
+
+/* A random (version 4) UUID in SQL, for rows created before ids existed. */
+#define SQL_UUID                                                                                   \
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||"                             \
+    " substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + abs(random() % 4), 1) ||"         \
+    " substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+
+/* Fills what the added columns need in rows an older build wrote. Idempotent. */
+static const char MIGRATE_SQL[] =
+    "UPDATE thing_types SET id = " SQL_UUID " WHERE id IS NULL;"
+    "UPDATE thing_groups SET id = " SQL_UUID " WHERE id IS NULL;"
+    "INSERT OR IGNORE INTO template_versions (template, version, body, created)"
+    " SELECT name, default_version, coalesce(body, ''), created FROM templates;";
 
 static const char *const STATUS_NAMES[] = {
     [CERT_STATUS_ACTIVE] = "ACTIVE",
@@ -231,6 +275,13 @@ static void copy_id(sqlite3_stmt *st, int i, char out[65])
 {
     const char *s = (const char *)sqlite3_column_text(st, i);
     snprintf(out, 65, "%s", s ? s : "");
+}
+
+static void new_uuid(char out[37])
+{
+    uuid_t uuid;
+    uuid_generate_random(uuid);
+    uuid_unparse_lower(uuid, out);
 }
 
 static bool valid_id(const char id[65])
@@ -412,6 +463,29 @@ static enum iot_err check_schema(struct registry *reg, const char *path, struct 
     return IOT_OK;
 }
 
+static enum iot_err column_exists(struct registry *reg, const char *table, const char *column,
+                                  bool *out, struct iot_error *err)
+{
+    return exists(reg, "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
+                  ARGS(ARG_TEXT(table), ARG_TEXT(column)), out, err);
+}
+
+static enum iot_err add_columns(struct registry *reg, struct iot_error *err)
+{
+    enum iot_err code = IOT_OK;
+    for (size_t i = 0; code == IOT_OK && i < sizeof(ADDED_COLUMNS) / sizeof(ADDED_COLUMNS[0]); i++) {
+        bool present = false;
+        code = column_exists(reg, ADDED_COLUMNS[i].table, ADDED_COLUMNS[i].column, &present, err);
+        if (code != IOT_OK || present)
+            continue;
+        char sql[256]; /* names from the table above, never from a client */
+        snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s %s", ADDED_COLUMNS[i].table,
+                 ADDED_COLUMNS[i].column, ADDED_COLUMNS[i].decl);
+        code = exec(reg, sql, err);
+    }
+    return code;
+}
+
 static enum iot_err create_schema(struct registry *reg, const char *path, struct iot_error *err)
 {
     enum iot_err code = txn_open(reg, err);
@@ -420,6 +494,10 @@ static enum iot_err create_schema(struct registry *reg, const char *path, struct
     code = check_schema(reg, path, err);
     if (code == IOT_OK)
         code = exec(reg, SCHEMA_SQL, err);
+    if (code == IOT_OK)
+        code = add_columns(reg, err);
+    if (code == IOT_OK)
+        code = exec(reg, MIGRATE_SQL, err);
     if (code == IOT_OK)
         code = exec(reg, "PRAGMA user_version = 1", err);
     return txn_end(reg, code, err);
@@ -637,7 +715,10 @@ static enum iot_err set_status(struct registry *reg, const char *id, enum cert_s
 {
     if ((unsigned)s >= STATUS_COUNT)
         return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "Invalid certificate status %d", (int)s);
-    enum iot_err code = run(reg, "UPDATE certificates SET status = ?2, modified = ?3 WHERE id = ?1",
+    /* customerVersion counts changes (§6.5; the increment rule is UNCONFIRMED). */
+    enum iot_err code = run(reg,
+                            "UPDATE certificates SET customer_version = customer_version +"
+                            " (status <> ?2), status = ?2, modified = ?3 WHERE id = ?1",
                             ARGS(ARG_TEXT(id), ARG_TEXT(STATUS_NAMES[s]), ARG_NUM(now_or(0))), err);
     if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
@@ -792,11 +873,8 @@ static enum iot_err put_thing(struct registry *reg, const struct registry_thing 
         return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "Thing attributes must be an object");
     if (t->attributes != NULL && (attributes = cJSON_PrintUnformatted(t->attributes)) == NULL)
         return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
-    if (t->id == NULL) {
-        uuid_t uuid;
-        uuid_generate_random(uuid);
-        uuid_unparse_lower(uuid, uuid_text);
-    }
+    if (t->id == NULL)
+        new_uuid(uuid_text);
     code = run(reg,
                "INSERT INTO things (name, id, type_name, attributes, version)"
                " VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (name) DO UPDATE SET"
@@ -863,10 +941,12 @@ static enum iot_err put_name(struct registry *reg, const char *sql, const char *
 {
     if (empty(name))
         return missing(err, what);
+    char id[37];
+    new_uuid(id);
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
-    code = run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(now_or(0))), err);
+    code = run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(now_or(0)), ARG_TEXT(id)), err);
     return txn_end(reg, code, err);
 }
 
@@ -877,7 +957,7 @@ bool registry_thing_type_exists(struct registry *reg, const char *name)
 
 enum iot_err registry_thing_type_put(struct registry *reg, const char *name, struct iot_error *err)
 {
-    return put_name(reg, "INSERT OR IGNORE INTO thing_types (name, created) VALUES (?1, ?2)", name,
+    return put_name(reg, "INSERT OR IGNORE INTO thing_types (name, created, id) VALUES (?1, ?2, ?3)", name,
                     "Thing type name", err);
 }
 
@@ -888,7 +968,7 @@ bool registry_thing_group_exists(struct registry *reg, const char *name)
 
 enum iot_err registry_thing_group_put(struct registry *reg, const char *name, struct iot_error *err)
 {
-    return put_name(reg, "INSERT OR IGNORE INTO thing_groups (name, created) VALUES (?1, ?2)", name,
+    return put_name(reg, "INSERT OR IGNORE INTO thing_groups (name, created, id) VALUES (?1, ?2, ?3)", name,
                     "Thing group name", err);
 }
 
@@ -1246,13 +1326,23 @@ enum iot_err registry_template_put(struct registry *reg, const struct registry_t
                     ARG_TEXT(t->hook_payload_version), ARG_NUM(t->enabled ? 1 : 0),
                     ARG_NUM(created), ARG_NUM(now_or(t->modified))),
                err);
+    /* The body written is the default version's body. */
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO template_versions (template, version, body, created)"
+                   " SELECT name, default_version, coalesce(body, ''), modified FROM templates"
+                   " WHERE name = ?1 ON CONFLICT (template, version) DO UPDATE SET"
+                   " body = excluded.body",
+                   ARGS(ARG_TEXT(t->name)), err);
     return txn_end(reg, code, err);
 }
 
 static enum iot_err delete_template(struct registry *reg, const char *name, struct iot_error *err)
 {
     enum iot_err code =
-        run(reg, "DELETE FROM templates WHERE name = ?1", ARGS(ARG_TEXT(name)), err);
+        run(reg, "DELETE FROM template_versions WHERE template = ?1", ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM templates WHERE name = ?1", ARGS(ARG_TEXT(name)), err);
     if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
     return code;
@@ -1325,6 +1415,26 @@ enum iot_err registry_token_find(struct registry *reg, const char *token_hash, c
     return code;
 }
 
+/* §1.11: a temporary provisioning-claim certificate is gone once its five minutes are over. */
+static enum iot_err expire_claims(struct registry *reg, long long now, int *deleted)
+{
+    cJSON *doomed = NULL, *id;
+    enum iot_err code = select_strings(
+        reg,
+        "SELECT id FROM certificates WHERE claim_template IS NOT NULL AND claim_expires <= ?1"
+        " ORDER BY 1",
+        ARGS(ARG_NUM(now)), &doomed, NULL);
+    cJSON_ArrayForEach(id, doomed)
+    {
+        if (code == IOT_OK)
+            code = delete_cert(reg, id->valuestring, NULL);
+    }
+    if (code == IOT_OK)
+        *deleted = cJSON_GetArraySize(doomed);
+    cJSON_Delete(doomed);
+    return code;
+}
+
 /* §1.6: a certificate whose token expired before it was activated or attached is deleted. */
 static enum iot_err expire_tokens(struct registry *reg, long long now, int *deleted)
 {
@@ -1343,8 +1453,11 @@ static enum iot_err expire_tokens(struct registry *reg, long long now, int *dele
     }
     if (code == IOT_OK)
         code = run(reg, "DELETE FROM tokens WHERE expires_at <= ?1", ARGS(ARG_NUM(now)), NULL);
+    int claims = 0;
+    if (code == IOT_OK)
+        code = expire_claims(reg, now, &claims);
     if (code == IOT_OK && deleted != NULL)
-        *deleted = cJSON_GetArraySize(doomed);
+        *deleted = cJSON_GetArraySize(doomed) + claims;
     cJSON_Delete(doomed);
     return code;
 }
@@ -1357,4 +1470,1134 @@ enum iot_err registry_expire_tokens(struct registry *reg, long long now, int *de
     if (code != IOT_OK)
         return code;
     return txn_end(reg, expire_tokens(reg, now, deleted), NULL);
+}
+
+/* ==== control-plane additions ================================================================
+ * Listings, details and versions the REST operations need (shared/spec/provisioning.md §6). */
+
+/* ---- listings --------------------------------------------------------------------------- */
+
+/* Adds column I of ST to OBJ under its alias: numbers as numbers, text as strings, an alias
+ * ending in "_json" as the parsed JSON under the alias without the suffix; NULL adds nothing. */
+static bool add_column(cJSON *obj, sqlite3_stmt *st, int i)
+{
+    const char *name = sqlite3_column_name(st, i);
+    int type = sqlite3_column_type(st, i);
+    if (type == SQLITE_NULL)
+        return true;
+    if (type == SQLITE_INTEGER || type == SQLITE_FLOAT)
+        return cJSON_AddNumberToObject(obj, name, (double)sqlite3_column_int64(st, i)) != NULL;
+    const char *text = (const char *)sqlite3_column_text(st, i);
+    size_t n = strlen(name);
+    if (n <= 5 || strcmp(name + n - 5, "_json") != 0)
+        return text != NULL && cJSON_AddStringToObject(obj, name, text) != NULL;
+    char key[64];
+    snprintf(key, sizeof(key), "%.*s", (int)(n - 5), name);
+    cJSON *value = text ? cJSON_Parse(text) : NULL;
+    if (value == NULL) /* written by this module, so unreadable means a hand-edited file */
+        return true;
+    cJSON_AddItemToObject(obj, key, value);
+    return true;
+}
+
+static enum iot_err oom(struct iot_error *err)
+{
+    return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+}
+
+/* Runs SQL: column 0 of each row is its cursor (sort key), the other columns become one object
+ * of *OUT per row. With LIMIT > 0 the SQL returns up to LIMIT + 1 rows; LIMIT are kept and, if
+ * one more came, *NEXT = copy of the last kept row's cursor (else NULL). */
+static enum iot_err select_objects(struct registry *reg, const char *sql, const struct arg *args,
+                                   int n, int limit, cJSON **out, char **next,
+                                   struct iot_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    char *last = NULL;
+    int rows = 0, rc = SQLITE_DONE;
+    *out = cJSON_CreateArray();
+    if (next != NULL)
+        *next = NULL;
+    enum iot_err code = *out ? prepare(reg, &st, sql, args, n, err) : oom(err);
+    while (code == IOT_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (limit > 0 && rows == limit) {
+            if (next != NULL) {
+                *next = last;
+                last = NULL;
+            }
+            break;
+        }
+        rows++;
+        cJSON *obj = cJSON_CreateObject();
+        if (obj == NULL || !cJSON_AddItemToArray(*out, obj)) {
+            cJSON_Delete(obj);
+            code = oom(err);
+            break;
+        }
+        for (int i = 1; code == IOT_OK && i < sqlite3_column_count(st); i++) {
+            if (!add_column(obj, st, i))
+                code = oom(err);
+        }
+        free(last);
+        const char *cursor = (const char *)sqlite3_column_text(st, 0);
+        if (code == IOT_OK && (last = strdup(cursor ? cursor : "")) == NULL)
+            code = oom(err);
+    }
+    if (code == IOT_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        code = db_error(reg, rc, err);
+    sqlite3_finalize(st);
+    free(last);
+    if (code != IOT_OK) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        if (next != NULL) {
+            free(*next);
+            *next = NULL;
+        }
+    }
+    return code;
+}
+
+/* A paged query: SELECT <cursor>, <columns> <from> AND <cursor beyond ?1> ORDER BY 1 LIMIT ?2.
+ * FROM holds the WHERE clause; its own parameters start at ?3. All parts are literals of this
+ * file: client values only ever arrive as bound parameters. */
+struct page_query {
+    const char *with; /* a WITH clause, or NULL */
+    const char *cursor;
+    const char *columns;
+    const char *from;
+};
+
+#define PAGE_FIXED_ARGS 2
+
+static int page_limit(const struct registry_page *pg)
+{
+    return pg == NULL || pg->limit <= 0 || pg->limit > REGISTRY_PAGE_MAX ? REGISTRY_PAGE_MAX
+                                                                         : pg->limit;
+}
+
+/* ARGS[0] and ARGS[1] are filled here (cursor and limit); the caller fills the rest. */
+static enum iot_err select_page(struct registry *reg, const struct page_query *q,
+                                const struct registry_page *pg, struct arg *args, int n,
+                                cJSON **out, char **next, struct iot_error *err)
+{
+    char sql[2048];
+    bool desc = pg != NULL && pg->descending;
+    int len = snprintf(sql, sizeof(sql),
+                       "%s SELECT %s AS cursor, %s %s AND (?1 IS NULL OR %s %s ?1)"
+                       " ORDER BY 1 %s LIMIT ?2",
+                       q->with ? q->with : "", q->cursor, q->columns, q->from, q->cursor,
+                       desc ? "<" : ">", desc ? "DESC" : "ASC");
+    if (len < 0 || (size_t)len >= sizeof(sql))
+        return iot_error_set(err, IOT_ERR_INTERNAL, "registry: query too long");
+    int limit = page_limit(pg);
+    args[0] = ARG_TEXT(pg != NULL && !empty(pg->after) ? pg->after : NULL);
+    args[1] = ARG_NUM(limit + 1);
+    lock(reg);
+    enum iot_err code = select_objects(reg, sql, args, n, limit, out, next, err);
+    unlock(reg);
+    return code;
+}
+
+enum iot_err registry_cert_list(struct registry *reg, const struct registry_page *pg, cJSON **out,
+                                char **next, struct iot_error *err)
+{
+    static const struct page_query q = {
+        .cursor = "printf('%020d/%s', created, id)",
+        .columns = "id, status, ca_id, created, modified",
+        .from = "FROM certificates WHERE claim_template IS NULL"};
+    struct arg args[PAGE_FIXED_ARGS];
+    return select_page(reg, &q, pg, args, PAGE_FIXED_ARGS, out, next, err);
+}
+
+enum iot_err registry_thing_list(struct registry *reg, const struct registry_thing_filter *f,
+                                 const struct registry_page *pg, cJSON **out, char **next,
+                                 struct iot_error *err)
+{
+    static const struct page_query q = {
+        .with = "WITH RECURSIVE sub(name) AS (SELECT ?7 UNION"
+                " SELECT g.name FROM thing_groups g JOIN sub ON g.parent = sub.name WHERE ?8)",
+        .cursor = "name",
+        .columns = "name, id, type_name, attributes AS attributes_json, version",
+        .from = "FROM things WHERE (?3 IS NULL OR type_name = ?3)"
+                " AND ((?4 IS NULL AND ?5 IS NULL) OR EXISTS (SELECT 1 FROM"
+                " json_each(things.attributes) a WHERE (?4 IS NULL OR a.key = ?4) AND (?5 IS NULL"
+                " OR a.value = ?5 OR (?6 AND substr(a.value, 1, length(?5)) = ?5))))"
+                " AND (?7 IS NULL OR name IN (SELECT thing FROM thing_group_members"
+                " WHERE \"group\" IN (SELECT name FROM sub)))"};
+    static const struct registry_thing_filter none = {0};
+    if (f == NULL)
+        f = &none;
+    struct arg args[] = {{0}, {0}, ARG_TEXT(f->type_name), ARG_TEXT(f->attribute_name),
+                         ARG_TEXT(f->attribute_value), ARG_NUM(f->attribute_prefix),
+                         ARG_TEXT(f->group), ARG_NUM(f->recursive)};
+    return select_page(reg, &q, pg, args, (int)(sizeof(args) / sizeof(args[0])), out, next, err);
+}
+
+enum iot_err registry_thing_type_list(struct registry *reg, const char *name,
+                                      const struct registry_page *pg, cJSON **out, char **next,
+                                      struct iot_error *err)
+{
+    static const struct page_query q = {
+        .cursor = "name",
+        .columns = "name, id, description, searchable AS searchable_json, deprecated,"
+                   " deprecated_at, created",
+        .from = "FROM thing_types WHERE (?3 IS NULL OR name = ?3)"};
+    struct arg args[] = {{0}, {0}, ARG_TEXT(empty(name) ? NULL : name)};
+    return select_page(reg, &q, pg, args, 3, out, next, err);
+}
+
+enum iot_err registry_thing_group_list(struct registry *reg, const char *parent,
+                                       const char *prefix, bool recursive,
+                                       const struct registry_page *pg, cJSON **out, char **next,
+                                       struct iot_error *err)
+{
+    static const struct page_query q = {
+        .with = "WITH RECURSIVE sub(name) AS (SELECT ?4 UNION"
+                " SELECT g.name FROM thing_groups g JOIN sub ON g.parent = sub.name)",
+        .cursor = "name",
+        .columns = "name, id, parent",
+        .from = "FROM thing_groups WHERE (?3 IS NULL OR substr(name, 1, length(?3)) = ?3)"
+                " AND (?4 IS NULL OR (?5 AND name <> ?4 AND name IN (SELECT name FROM sub))"
+                " OR (NOT ?5 AND parent = ?4))"};
+    struct arg args[] = {{0}, {0}, ARG_TEXT(empty(prefix) ? NULL : prefix),
+                         ARG_TEXT(empty(parent) ? NULL : parent), ARG_NUM(recursive)};
+    return select_page(reg, &q, pg, args, 5, out, next, err);
+}
+
+enum iot_err registry_thing_group_list_for_thing(struct registry *reg, const char *thing,
+                                                 const struct registry_page *pg, cJSON **out,
+                                                 char **next, struct iot_error *err)
+{
+    static const struct page_query q = {.cursor = "\"group\"",
+                                        .columns = "\"group\" AS name",
+                                        .from = "FROM thing_group_members WHERE thing = ?3"};
+    struct arg args[] = {{0}, {0}, ARG_TEXT(thing)};
+    return select_page(reg, &q, pg, args, 3, out, next, err);
+}
+
+enum iot_err registry_thing_principal_list(struct registry *reg, const char *thing,
+                                           const struct registry_page *pg, cJSON **out,
+                                           char **next, struct iot_error *err)
+{
+    static const struct page_query q = {.cursor = "principal",
+                                        .columns = "principal",
+                                        .from = "FROM thing_principals WHERE thing = ?3"};
+    struct arg args[] = {{0}, {0}, ARG_TEXT(thing)};
+    return select_page(reg, &q, pg, args, 3, out, next, err);
+}
+
+enum iot_err registry_principal_thing_list(struct registry *reg, const char *principal,
+                                           const struct registry_page *pg, cJSON **out,
+                                           char **next, struct iot_error *err)
+{
+    static const struct page_query q = {.cursor = "thing",
+                                        .columns = "thing",
+                                        .from = "FROM thing_principals WHERE principal = ?3"};
+    struct arg args[] = {{0}, {0}, ARG_TEXT(principal)};
+    return select_page(reg, &q, pg, args, 3, out, next, err);
+}
+
+enum iot_err registry_policy_list(struct registry *reg, const struct registry_page *pg,
+                                  cJSON **out, char **next, struct iot_error *err)
+{
+    static const struct page_query q = {
+        .cursor = "name", .columns = "name, created", .from = "FROM policies WHERE 1"};
+    struct arg args[PAGE_FIXED_ARGS];
+    return select_page(reg, &q, pg, args, PAGE_FIXED_ARGS, out, next, err);
+}
+
+enum iot_err registry_policy_target_list(struct registry *reg, const char *policy,
+                                         const struct registry_page *pg, cJSON **out,
+                                         char **next, struct iot_error *err)
+{
+    static const struct page_query q = {
+        .cursor = "target", .columns = "target", .from = "FROM policy_targets WHERE policy = ?3"};
+    struct arg args[] = {{0}, {0}, ARG_TEXT(policy)};
+    return select_page(reg, &q, pg, args, 3, out, next, err);
+}
+
+enum iot_err registry_target_policy_list(struct registry *reg, const char *target,
+                                         const struct registry_page *pg, cJSON **out,
+                                         char **next, struct iot_error *err)
+{
+    static const struct page_query q = {
+        .cursor = "policy", .columns = "policy AS name", .from = "FROM policy_targets WHERE target = ?3"};
+    struct arg args[] = {{0}, {0}, ARG_TEXT(target)};
+    return select_page(reg, &q, pg, args, 3, out, next, err);
+}
+
+enum iot_err registry_template_list(struct registry *reg, const struct registry_page *pg,
+                                    cJSON **out, char **next, struct iot_error *err)
+{
+    static const struct page_query q = {
+        .cursor = "name",
+        .columns = "name, description, created, modified, enabled, type",
+        .from = "FROM templates WHERE 1"};
+    struct arg args[PAGE_FIXED_ARGS];
+    return select_page(reg, &q, pg, args, PAGE_FIXED_ARGS, out, next, err);
+}
+
+/* ---- certificates: details and provisioning claims -------------------------------------- */
+
+static enum iot_err get_cert_meta(struct registry *reg, const char *id,
+                                  struct registry_cert_meta *out, struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st,
+                                "SELECT customer_version, claim_template, claim_expires"
+                                " FROM certificates WHERE id = ?1",
+                                ARGS(ARG_TEXT(id)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
+    if (code == IOT_OK) {
+        const char *tpl = (const char *)sqlite3_column_text(st, 1);
+        out->customer_version = sqlite3_column_int64(st, 0);
+        snprintf(out->claim_template, sizeof(out->claim_template), "%s", tpl ? tpl : "");
+        out->claim_expires = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_cert_get_meta(struct registry *reg, const char *id,
+                                    struct registry_cert_meta *out, struct iot_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (empty(id))
+        return missing(err, "Certificate id");
+    lock(reg);
+    enum iot_err code = get_cert_meta(reg, id, out, err);
+    unlock(reg);
+    return code;
+}
+
+enum iot_err registry_cert_set_claim(struct registry *reg, const char *id, const char *template_name,
+                                     long long expires_at, struct iot_error *err)
+{
+    if (empty(id) || empty(template_name))
+        return missing(err, empty(id) ? "Certificate id" : "Template name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = run(reg, "UPDATE certificates SET claim_template = ?2, claim_expires = ?3 WHERE id = ?1",
+               ARGS(ARG_TEXT(id), ARG_TEXT(template_name), ARG_NUM(expires_at)), err);
+    if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
+    return txn_end(reg, code, err);
+}
+
+/* ---- thing types ------------------------------------------------------------------------ */
+
+void registry_thing_type_clear(struct registry_thing_type *t)
+{
+    if (t == NULL)
+        return;
+    free(t->name);
+    free(t->id);
+    free(t->description);
+    cJSON_Delete(t->searchable);
+    memset(t, 0, sizeof(*t));
+}
+
+/* Serialises an optional JSON value of the expected kind; *OUT NULL when absent. */
+static enum iot_err json_text(const cJSON *v, bool object, const char *what, char **out,
+                              struct iot_error *err)
+{
+    *out = NULL;
+    if (v == NULL)
+        return IOT_OK;
+    if (object ? !cJSON_IsObject(v) : !cJSON_IsArray(v))
+        return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "%s must be a JSON %s", what,
+                             object ? "object" : "array");
+    return (*out = cJSON_PrintUnformatted(v)) != NULL ? IOT_OK : oom(err);
+}
+
+static enum iot_err create_type(struct registry *reg, const struct registry_thing_type *t,
+                                const char *searchable, struct iot_error *err)
+{
+    bool taken;
+    char id[37];
+    enum iot_err code = exists(reg, "SELECT 1 FROM thing_types WHERE name = ?1",
+                               ARGS(ARG_TEXT(t->name)), &taken, err);
+    if (code == IOT_OK && taken)
+        code = iot_error_set(err, IOT_ERR_ALREADY_EXISTS, "Thing type %s already exists", t->name);
+    if (t->id == NULL)
+        new_uuid(id);
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO thing_types (name, created, id, description, searchable)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5)",
+                   ARGS(ARG_TEXT(t->name), ARG_NUM(now_or(t->created)),
+                        ARG_TEXT(t->id ? t->id : id), ARG_TEXT(t->description),
+                        ARG_TEXT(searchable)),
+                   err);
+    return code;
+}
+
+enum iot_err registry_thing_type_create(struct registry *reg, const struct registry_thing_type *t,
+                                        struct iot_error *err)
+{
+    if (empty(t->name))
+        return missing(err, "Thing type name");
+    char *searchable = NULL;
+    enum iot_err code = json_text(t->searchable, false, "searchableAttributes", &searchable, err);
+    if (code == IOT_OK && (code = txn_open(reg, err)) == IOT_OK)
+        code = txn_end(reg, create_type(reg, t, searchable, err), err);
+    free(searchable);
+    return code;
+}
+
+static enum iot_err get_type(struct registry *reg, const char *name, struct registry_thing_type *out,
+                             struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    char *searchable = NULL;
+    enum iot_err code = prepare(reg, &st,
+                                "SELECT name, id, description, searchable, deprecated,"
+                                " deprecated_at, created FROM thing_types WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing type %s not found", name);
+    if (code == IOT_OK && (!dup_column(st, 0, &out->name) || !dup_column(st, 1, &out->id) ||
+                           !dup_column(st, 2, &out->description) ||
+                           !dup_column(st, 3, &searchable)))
+        code = oom(err);
+    if (code == IOT_OK) {
+        out->deprecated = sqlite3_column_int(st, 4) != 0;
+        out->deprecated_at = sqlite3_column_int64(st, 5);
+        out->created = sqlite3_column_int64(st, 6);
+        out->searchable = searchable ? cJSON_Parse(searchable) : NULL;
+    }
+    free(searchable);
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_thing_type_get(struct registry *reg, const char *name,
+                                     struct registry_thing_type *out, struct iot_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (empty(name))
+        return missing(err, "Thing type name");
+    lock(reg);
+    enum iot_err code = get_type(reg, name, out, err);
+    unlock(reg);
+    if (code != IOT_OK)
+        registry_thing_type_clear(out);
+    return code;
+}
+
+enum iot_err registry_thing_type_deprecate(struct registry *reg, const char *name, bool deprecated,
+                                           struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Thing type name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = run(reg,
+               "UPDATE thing_types SET deprecated = ?2,"
+               " deprecated_at = CASE WHEN ?2 THEN ?3 ELSE NULL END WHERE name = ?1",
+               ARGS(ARG_TEXT(name), ARG_NUM(deprecated), ARG_NUM(now_or(0))), err);
+    if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing type %s not found", name);
+    return txn_end(reg, code, err);
+}
+
+static enum iot_err delete_type(struct registry *reg, const char *name, struct iot_error *err)
+{
+    bool used = false;
+    enum iot_err code = require_type(reg, name, err);
+    if (code == IOT_OK)
+        code = exists(reg, "SELECT 1 FROM things WHERE type_name = ?1", ARGS(ARG_TEXT(name)), &used,
+                      err);
+    if (code == IOT_OK && used)
+        code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT,
+                             "Thing type %s is still associated with one or more things", name);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM thing_types WHERE name = ?1", ARGS(ARG_TEXT(name)), err);
+    return code;
+}
+
+enum iot_err registry_thing_type_delete(struct registry *reg, const char *name,
+                                        struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Thing type name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_type(reg, name, err), err);
+}
+
+/* ---- thing groups ----------------------------------------------------------------------- */
+
+void registry_thing_group_clear(struct registry_thing_group *g)
+{
+    if (g == NULL)
+        return;
+    free(g->name);
+    free(g->id);
+    free(g->description);
+    free(g->parent);
+    cJSON_Delete(g->attributes);
+    memset(g, 0, sizeof(*g));
+}
+
+static enum iot_err create_group(struct registry *reg, const struct registry_thing_group *g,
+                                 const char *attributes, struct iot_error *err)
+{
+    bool taken, parent = true;
+    char id[37];
+    enum iot_err code = exists(reg, "SELECT 1 FROM thing_groups WHERE name = ?1",
+                               ARGS(ARG_TEXT(g->name)), &taken, err);
+    if (code == IOT_OK && taken)
+        code = iot_error_set(err, IOT_ERR_ALREADY_EXISTS, "Thing group %s already exists", g->name);
+    if (code == IOT_OK && !empty(g->parent))
+        code = exists(reg, "SELECT 1 FROM thing_groups WHERE name = ?1", ARGS(ARG_TEXT(g->parent)),
+                      &parent, err);
+    if (code == IOT_OK && !parent)
+        code = iot_error_set(err, IOT_ERR_INVALID_REQUEST, "Parent thing group %s not found",
+                             g->parent);
+    if (g->id == NULL)
+        new_uuid(id);
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO thing_groups (name, created, id, description, attributes, parent,"
+                   " version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+                   ARGS(ARG_TEXT(g->name), ARG_NUM(now_or(g->created)),
+                        ARG_TEXT(g->id ? g->id : id), ARG_TEXT(g->description),
+                        ARG_TEXT(attributes), ARG_TEXT(empty(g->parent) ? NULL : g->parent)),
+                   err);
+    return code;
+}
+
+enum iot_err registry_thing_group_create(struct registry *reg, const struct registry_thing_group *g,
+                                         struct iot_error *err)
+{
+    if (empty(g->name))
+        return missing(err, "Thing group name");
+    char *attributes = NULL;
+    enum iot_err code = json_text(g->attributes, true, "attributes", &attributes, err);
+    if (code == IOT_OK && (code = txn_open(reg, err)) == IOT_OK)
+        code = txn_end(reg, create_group(reg, g, attributes, err), err);
+    free(attributes);
+    return code;
+}
+
+static enum iot_err get_group(struct registry *reg, const char *name,
+                              struct registry_thing_group *out, struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    char *attributes = NULL;
+    enum iot_err code = prepare(reg, &st,
+                                "SELECT name, id, description, parent, attributes, version, created"
+                                " FROM thing_groups WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing group %s not found", name);
+    if (code == IOT_OK && (!dup_column(st, 0, &out->name) || !dup_column(st, 1, &out->id) ||
+                           !dup_column(st, 2, &out->description) ||
+                           !dup_column(st, 3, &out->parent) || !dup_column(st, 4, &attributes)))
+        code = oom(err);
+    if (code == IOT_OK) {
+        out->version = sqlite3_column_int64(st, 5);
+        out->created = sqlite3_column_int64(st, 6);
+        out->attributes = attributes ? cJSON_Parse(attributes) : NULL;
+    }
+    free(attributes);
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_thing_group_get(struct registry *reg, const char *name,
+                                      struct registry_thing_group *out, struct iot_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (empty(name))
+        return missing(err, "Thing group name");
+    lock(reg);
+    enum iot_err code = get_group(reg, name, out, err);
+    unlock(reg);
+    if (code != IOT_OK)
+        registry_thing_group_clear(out);
+    return code;
+}
+
+/* Depth-capped: AWS allows seven levels, and a cap keeps a hand-made cycle from looping. */
+enum iot_err registry_thing_group_ancestors(struct registry *reg, const char *name, cJSON **out)
+{
+    lock(reg);
+    enum iot_err code = select_strings(
+        reg,
+        "WITH RECURSIVE up(name, parent, depth) AS ("
+        " SELECT name, parent, 0 FROM thing_groups WHERE name = ?1 UNION ALL"
+        " SELECT g.name, g.parent, up.depth + 1 FROM thing_groups g JOIN up ON g.name = up.parent"
+        " WHERE up.depth < 16)"
+        " SELECT name FROM up WHERE depth > 0 ORDER BY depth DESC",
+        ARGS(ARG_TEXT(name)), out, NULL);
+    unlock(reg);
+    return code;
+}
+
+static enum iot_err delete_group(struct registry *reg, const char *name, struct iot_error *err)
+{
+    bool found, children = false;
+    enum iot_err code = exists(reg, "SELECT 1 FROM thing_groups WHERE name = ?1",
+                               ARGS(ARG_TEXT(name)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing group %s not found", name);
+    if (code == IOT_OK)
+        code = exists(reg, "SELECT 1 FROM thing_groups WHERE parent = ?1", ARGS(ARG_TEXT(name)),
+                      &children, err);
+    if (code == IOT_OK && children)
+        code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT,
+                             "Thing group %s has child thing groups", name);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM thing_group_members WHERE \"group\" = ?1",
+                   ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM thing_groups WHERE name = ?1", ARGS(ARG_TEXT(name)), err);
+    return code;
+}
+
+enum iot_err registry_thing_group_delete(struct registry *reg, const char *name,
+                                         struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Thing group name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_group(reg, name, err), err);
+}
+
+/* ---- policies: details and versions ----------------------------------------------------- */
+
+void registry_policy_clear(struct registry_policy *p)
+{
+    if (p == NULL)
+        return;
+    free(p->name);
+    free(p->document);
+    memset(p, 0, sizeof(*p));
+}
+
+static enum iot_err get_policy_info(struct registry *reg, const char *name,
+                                    struct registry_policy *out, struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st,
+                                "SELECT name, document, default_version, created, modified"
+                                " FROM policies WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s not found", name);
+    if (code == IOT_OK && (!dup_column(st, 0, &out->name) || !dup_column(st, 1, &out->document)))
+        code = oom(err);
+    if (code == IOT_OK) {
+        out->default_version = sqlite3_column_int(st, 2);
+        out->created = sqlite3_column_int64(st, 3);
+        out->modified = sqlite3_column_int64(st, 4);
+    }
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_policy_info(struct registry *reg, const char *name,
+                                  struct registry_policy *out, struct iot_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (empty(name))
+        return missing(err, "Policy name");
+    lock(reg);
+    enum iot_err code = get_policy_info(reg, name, out, err);
+    unlock(reg);
+    if (code != IOT_OK)
+        registry_policy_clear(out);
+    return code;
+}
+
+enum iot_err registry_policy_versions(struct registry *reg, const char *name, cJSON **out,
+                                      struct iot_error *err)
+{
+    *out = NULL;
+    if (empty(name))
+        return missing(err, "Policy name");
+    lock(reg);
+    enum iot_err code = require_policy(reg, name, err);
+    if (code == IOT_OK)
+        code = select_objects(reg,
+                              "SELECT v.version, v.version AS version, v.created AS created,"
+                              " v.version = p.default_version AS is_default"
+                              " FROM policy_versions v JOIN policies p ON p.name = v.policy"
+                              " WHERE v.policy = ?1 ORDER BY v.version",
+                              ARGS(ARG_TEXT(name)), 0, out, NULL, err);
+    unlock(reg);
+    return code;
+}
+
+/* One version row: *DOCUMENT malloc'd (caller frees), *CREATED, *IS_DEFAULT. */
+struct version_row {
+    char *text;
+    long long created;
+    bool is_default;
+};
+
+static enum iot_err get_version_row(struct registry *reg, const char *sql, const char *owner,
+                                    long long version, const char *what,
+                                    struct version_row *out, struct iot_error *err)
+{
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st, sql, ARGS(ARG_TEXT(owner), ARG_NUM(version)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "%s %s version %lld not found", what, owner,
+                             version);
+    if (code == IOT_OK && !dup_column(st, 0, &out->text))
+        code = oom(err);
+    if (code == IOT_OK) {
+        out->created = sqlite3_column_int64(st, 1);
+        out->is_default = sqlite3_column_int(st, 2) != 0;
+    }
+    sqlite3_finalize(st);
+    return code;
+}
+
+enum iot_err registry_policy_version_get(struct registry *reg, const char *name, long long version,
+                                         char **document, long long *created, bool *is_default,
+                                         struct iot_error *err)
+{
+    struct version_row row = {0};
+    *document = NULL;
+    if (empty(name))
+        return missing(err, "Policy name");
+    lock(reg);
+    enum iot_err code = get_version_row(
+        reg,
+        "SELECT v.document, v.created, v.version = p.default_version FROM policy_versions v"
+        " JOIN policies p ON p.name = v.policy WHERE v.policy = ?1 AND v.version = ?2",
+        name, version, "Policy", &row, err);
+    unlock(reg);
+    *document = row.text;
+    if (created != NULL)
+        *created = row.created;
+    if (is_default != NULL)
+        *is_default = row.is_default;
+    return code;
+}
+
+static enum iot_err set_default_policy(struct registry *reg, const char *name, long long version,
+                                       struct iot_error *err)
+{
+    bool found;
+    enum iot_err code =
+        exists(reg, "SELECT 1 FROM policy_versions WHERE policy = ?1 AND version = ?2",
+               ARGS(ARG_TEXT(name), ARG_NUM(version)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s version %lld not found", name,
+                             version);
+    /* policies.document is what registry_policy_get() and the broker read: the default's text. */
+    if (code == IOT_OK)
+        code = run(reg,
+                   "UPDATE policies SET default_version = ?2, modified = ?3, document ="
+                   " (SELECT document FROM policy_versions WHERE policy = ?1 AND version = ?2)"
+                   " WHERE name = ?1",
+                   ARGS(ARG_TEXT(name), ARG_NUM(version), ARG_NUM(now_or(0))), err);
+    return code;
+}
+
+static enum iot_err add_policy_version(struct registry *reg, const char *name, const char *document,
+                                       bool set_default, long long *version, struct iot_error *err)
+{
+    long long v = 0;
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st,
+                                "SELECT max(last_version, (SELECT coalesce(max(version), 0) FROM"
+                                " policy_versions WHERE policy = ?1)) + 1 FROM policies"
+                                " WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s not found", name);
+    if (code == IOT_OK)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO policy_versions (policy, version, document, created)"
+                   " VALUES (?1, ?2, ?3, ?4)",
+                   ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_TEXT(document), ARG_NUM(now_or(0))), err);
+    if (code == IOT_OK)
+        code = run(reg, "UPDATE policies SET last_version = ?2 WHERE name = ?1",
+                   ARGS(ARG_TEXT(name), ARG_NUM(v)), err);
+    if (code == IOT_OK && set_default)
+        code = set_default_policy(reg, name, v, err);
+    if (code == IOT_OK && version != NULL)
+        *version = v;
+    return code;
+}
+
+enum iot_err registry_policy_version_add(struct registry *reg, const char *name,
+                                         const char *document, bool set_default,
+                                         long long *version, struct iot_error *err)
+{
+    if (empty(name) || document == NULL)
+        return missing(err, empty(name) ? "Policy name" : "Policy document");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, add_policy_version(reg, name, document, set_default, version, err), err);
+}
+
+enum iot_err registry_policy_version_set_default(struct registry *reg, const char *name,
+                                                 long long version, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Policy name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, set_default_policy(reg, name, version, err), err);
+}
+
+static enum iot_err delete_policy_version(struct registry *reg, const char *name,
+                                          long long version, struct iot_error *err)
+{
+    bool found, is_default = false;
+    enum iot_err code =
+        exists(reg, "SELECT 1 FROM policy_versions WHERE policy = ?1 AND version = ?2",
+               ARGS(ARG_TEXT(name), ARG_NUM(version)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s version %lld not found", name,
+                             version);
+    if (code == IOT_OK)
+        code = exists(reg, "SELECT 1 FROM policies WHERE name = ?1 AND default_version = ?2",
+                      ARGS(ARG_TEXT(name), ARG_NUM(version)), &is_default, err);
+    if (code == IOT_OK && is_default)
+        code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT,
+                             "Cannot delete the default version of a policy");
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM policy_versions WHERE policy = ?1 AND version = ?2",
+                   ARGS(ARG_TEXT(name), ARG_NUM(version)), err);
+    return code;
+}
+
+enum iot_err registry_policy_version_delete(struct registry *reg, const char *name,
+                                            long long version, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Policy name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_policy_version(reg, name, version, err), err);
+}
+
+/* ---- provisioning template versions ----------------------------------------------------- */
+
+static enum iot_err require_template(struct registry *reg, const char *name, struct iot_error *err)
+{
+    bool found;
+    enum iot_err code =
+        exists(reg, "SELECT 1 FROM templates WHERE name = ?1", ARGS(ARG_TEXT(name)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
+    return code;
+}
+
+enum iot_err registry_template_default_version(struct registry *reg, const char *name,
+                                               long long *out, struct iot_error *err)
+{
+    *out = 0;
+    if (empty(name))
+        return missing(err, "Template name");
+    lock(reg);
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st, "SELECT default_version FROM templates WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
+    if (code == IOT_OK)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    unlock(reg);
+    return code;
+}
+
+enum iot_err registry_template_version_list(struct registry *reg, const char *name,
+                                            const struct registry_page *pg, cJSON **out,
+                                            char **next, struct iot_error *err)
+{
+    static const struct page_query q = {
+        .cursor = "printf('%020d', v.version)",
+        .columns = "v.version AS version, v.created AS created,"
+                   " v.version = t.default_version AS is_default",
+        .from = "FROM template_versions v JOIN templates t ON t.name = v.template"
+                " WHERE v.template = ?3"};
+    *out = NULL;
+    if (next != NULL)
+        *next = NULL;
+    if (empty(name))
+        return missing(err, "Template name");
+    lock(reg); /* recursive: existence and listing see the same state */
+    enum iot_err code = require_template(reg, name, err);
+    struct arg args[] = {{0}, {0}, ARG_TEXT(name)};
+    if (code == IOT_OK)
+        code = select_page(reg, &q, pg, args, 3, out, next, err);
+    unlock(reg);
+    return code;
+}
+
+enum iot_err registry_template_version_get(struct registry *reg, const char *name,
+                                           long long version, char **body, long long *created,
+                                           bool *is_default, struct iot_error *err)
+{
+    struct version_row row = {0};
+    *body = NULL;
+    if (empty(name))
+        return missing(err, "Template name");
+    lock(reg);
+    enum iot_err code = require_template(reg, name, err);
+    if (code == IOT_OK)
+        code = get_version_row(
+            reg,
+            "SELECT v.body, v.created, v.version = t.default_version FROM template_versions v"
+            " JOIN templates t ON t.name = v.template WHERE v.template = ?1 AND v.version = ?2",
+            name, version, "Template", &row, err);
+    unlock(reg);
+    *body = row.text;
+    if (created != NULL)
+        *created = row.created;
+    if (is_default != NULL)
+        *is_default = row.is_default;
+    return code;
+}
+
+static enum iot_err set_default_template(struct registry *reg, const char *name, long long version,
+                                         struct iot_error *err)
+{
+    bool found;
+    enum iot_err code =
+        exists(reg, "SELECT 1 FROM template_versions WHERE template = ?1 AND version = ?2",
+               ARGS(ARG_TEXT(name), ARG_NUM(version)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s version %lld not found", name,
+                             version);
+    /* templates.body is what fleet provisioning renders: the default version's body. */
+    if (code == IOT_OK)
+        code = run(reg,
+                   "UPDATE templates SET default_version = ?2, modified = ?3, body ="
+                   " (SELECT body FROM template_versions WHERE template = ?1 AND version = ?2)"
+                   " WHERE name = ?1",
+                   ARGS(ARG_TEXT(name), ARG_NUM(version), ARG_NUM(now_or(0))), err);
+    return code;
+}
+
+static enum iot_err add_template_version(struct registry *reg, const char *name, const char *body,
+                                         bool set_default, long long *version,
+                                         struct iot_error *err)
+{
+    long long v = 0;
+    sqlite3_stmt *st;
+    bool found = false;
+    enum iot_err code = prepare(reg, &st,
+                                "SELECT max(last_version, (SELECT coalesce(max(version), 0) FROM"
+                                " template_versions WHERE template = ?1)) + 1 FROM templates"
+                                " WHERE name = ?1",
+                                ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
+    if (code == IOT_OK)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (code == IOT_OK)
+        code = run(reg,
+                   "INSERT INTO template_versions (template, version, body, created)"
+                   " VALUES (?1, ?2, ?3, ?4)",
+                   ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_TEXT(body), ARG_NUM(now_or(0))), err);
+    if (code == IOT_OK)
+        code = run(reg, "UPDATE templates SET last_version = ?2, modified = ?3 WHERE name = ?1",
+                   ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_NUM(now_or(0))), err);
+    if (code == IOT_OK && set_default)
+        code = set_default_template(reg, name, v, err);
+    if (code == IOT_OK && version != NULL)
+        *version = v;
+    return code;
+}
+
+enum iot_err registry_template_version_add(struct registry *reg, const char *name,
+                                           const char *body, bool set_default, long long *version,
+                                           struct iot_error *err)
+{
+    if (empty(name) || body == NULL)
+        return missing(err, empty(name) ? "Template name" : "Template body");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, add_template_version(reg, name, body, set_default, version, err), err);
+}
+
+enum iot_err registry_template_version_set_default(struct registry *reg, const char *name,
+                                                   long long version, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Template name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = require_template(reg, name, err);
+    if (code == IOT_OK)
+        code = set_default_template(reg, name, version, err);
+    return txn_end(reg, code, err);
+}
+
+static enum iot_err delete_template_version(struct registry *reg, const char *name,
+                                            long long version, struct iot_error *err)
+{
+    bool found, is_default = false;
+    enum iot_err code = require_template(reg, name, err);
+    if (code == IOT_OK)
+        code = exists(reg, "SELECT 1 FROM template_versions WHERE template = ?1 AND version = ?2",
+                      ARGS(ARG_TEXT(name), ARG_NUM(version)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s version %lld not found", name,
+                             version);
+    if (code == IOT_OK)
+        code = exists(reg, "SELECT 1 FROM templates WHERE name = ?1 AND default_version = ?2",
+                      ARGS(ARG_TEXT(name), ARG_NUM(version)), &is_default, err);
+    if (code == IOT_OK && is_default)
+        code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT,
+                             "Cannot delete the default version of template %s", name);
+    if (code == IOT_OK)
+        code = run(reg, "DELETE FROM template_versions WHERE template = ?1 AND version = ?2",
+                   ARGS(ARG_TEXT(name), ARG_NUM(version)), err);
+    return code;
+}
+
+enum iot_err registry_template_version_delete(struct registry *reg, const char *name,
+                                              long long version, struct iot_error *err)
+{
+    if (empty(name))
+        return missing(err, "Template name");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, delete_template_version(reg, name, version, err), err);
+}
+
+/* ---- event configurations --------------------------------------------------------------- */
+
+enum iot_err registry_event_configs(struct registry *reg, cJSON **out, long long *created,
+                                    long long *modified, struct iot_error *err)
+{
+    cJSON *rows = NULL, *row;
+    *out = NULL;
+    lock(reg);
+    enum iot_err code = select_objects(reg,
+                                       "SELECT event_type, event_type AS type, enabled, created,"
+                                       " modified FROM event_configurations ORDER BY 1",
+                                       NULL, 0, 0, &rows, NULL, err);
+    unlock(reg);
+    if (code != IOT_OK)
+        return code;
+    *out = cJSON_CreateObject();
+    *created = *modified = 0;
+    cJSON_ArrayForEach(row, rows)
+    {
+        long long c = (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(row, "created"));
+        long long m = (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(row, "modified"));
+        *created = *created == 0 || c < *created ? c : *created;
+        *modified = m > *modified ? m : *modified;
+        bool on = cJSON_GetNumberValue(cJSON_GetObjectItem(row, "enabled")) != 0;
+        if (*out != NULL)
+            cJSON_AddBoolToObject(*out, cJSON_GetStringValue(cJSON_GetObjectItem(row, "type")), on);
+    }
+    cJSON_Delete(rows);
+    return *out != NULL ? IOT_OK : oom(err);
+}
+
+enum iot_err registry_event_config_set(struct registry *reg, const char *type, bool enabled,
+                                       struct iot_error *err)
+{
+    if (empty(type))
+        return missing(err, "Event type");
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    code = run(reg,
+               "INSERT INTO event_configurations (event_type, enabled, created, modified)"
+               " VALUES (?1, ?2, ?3, ?3) ON CONFLICT (event_type) DO UPDATE SET"
+               " enabled = excluded.enabled, modified = excluded.modified",
+               ARGS(ARG_TEXT(type), ARG_NUM(enabled), ARG_NUM(now_or(0))), err);
+    return txn_end(reg, code, err);
+}
+
+bool registry_event_enabled(struct registry *reg, const char *type)
+{
+    bool on = false;
+    if (empty(type))
+        return false;
+    lock(reg);
+    if (exists(reg, "SELECT 1 FROM event_configurations WHERE event_type = ?1 AND enabled",
+               ARGS(ARG_TEXT(type)), &on, NULL) != IOT_OK)
+        on = false;
+    unlock(reg);
+    return on;
+}
+
+/* ---- reset ------------------------------------------------------------------------------ */
+
+/* Every table, whoever added it: the order does not matter because foreign keys are checked
+ * only at the commit, when all of them are empty. */
+static enum iot_err wipe(struct registry *reg, struct iot_error *err)
+{
+    cJSON *tables = NULL, *t;
+    enum iot_err code = exec(reg, "PRAGMA defer_foreign_keys = ON", err);
+    if (code == IOT_OK)
+        code = select_strings(reg,
+                              "SELECT name FROM sqlite_master WHERE type = 'table'"
+                              " AND name NOT LIKE 'sqlite_%' ORDER BY 1",
+                              NULL, 0, &tables, err);
+    cJSON_ArrayForEach(t, tables)
+    {
+        char *sql = code == IOT_OK ? sqlite3_mprintf("DELETE FROM \"%w\"", t->valuestring) : NULL;
+        if (code == IOT_OK && sql == NULL)
+            code = oom(err);
+        if (code == IOT_OK)
+            code = exec(reg, sql, err);
+        sqlite3_free(sql);
+    }
+    cJSON_Delete(tables);
+    return code;
+}
+
+enum iot_err registry_reset(struct registry *reg, struct iot_error *err)
+{
+    enum iot_err code = txn_open(reg, err);
+    if (code != IOT_OK)
+        return code;
+    return txn_end(reg, wipe(reg, err), err);
 }

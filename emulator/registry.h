@@ -168,4 +168,206 @@ enum iot_err registry_token_find(struct registry *reg, const char *token_hash,
  * removed (may be NULL). */
 enum iot_err registry_expire_tokens(struct registry *reg, long long now, int *deleted);
 
+/* ==== control-plane additions ==============================================================
+ * What the REST operations need beyond the calls above (shared/spec/provisioning.md §6).
+ * Nothing above changed meaning; two internal effects are new: registry_cert_set_status() bumps
+ * the certificate's customer version when the status changes, and registry_expire_tokens() also
+ * deletes provisioning-claim certificates whose five minutes are over (counted in *deleted). */
+
+/* ---- listings ----
+ * A list call returns at most LIMIT items (1..REGISTRY_PAGE_MAX; 0 = the maximum) that follow
+ * the cursor AFTER (NULL or "" = from the start), as a new cJSON array of objects (caller frees
+ * with cJSON_Delete()), and sets *NEXT to a malloc'd cursor for the following page, or NULL when
+ * no item follows (caller frees with free()). Cursors are the registry's sort keys: opaque to
+ * callers, who hand them back unchanged; any string is accepted. Object keys are given with each
+ * call; absent values are absent keys; timestamps are epoch seconds; booleans are 0/1. */
+#define REGISTRY_PAGE_MAX 250
+struct registry_page {
+    const char *after;
+    int limit;
+    bool descending; /* certificates and policies only: reverse the order */
+};
+
+/* Certificates by creation time, without provisioning-claim certificates:
+ * {"id","status","ca_id","created","modified"}. */
+enum iot_err registry_cert_list(struct registry *reg, const struct registry_page *pg, cJSON **out,
+                                char **next, struct iot_error *err);
+
+/* Things by name: {"name","id","type_name","attributes" (object),"version"}. Every filter member
+ * is optional (NULL/false = no filter). An attribute filter matches a thing that has an attribute
+ * named ATTRIBUTE_NAME (any name when NULL) whose value is ATTRIBUTE_VALUE (any value when NULL;
+ * a prefix of it when ATTRIBUTE_PREFIX). GROUP keeps the members of that group (and of its
+ * descendants when RECURSIVE). */
+struct registry_thing_filter {
+    const char *attribute_name;
+    const char *attribute_value;
+    bool attribute_prefix;
+    const char *type_name;
+    const char *group;
+    bool recursive;
+};
+enum iot_err registry_thing_list(struct registry *reg, const struct registry_thing_filter *f,
+                                 const struct registry_page *pg, cJSON **out, char **next,
+                                 struct iot_error *err);
+/* Thing types by name, optionally only NAME: {"name","id","description","searchable" (array),
+ * "deprecated","deprecated_at","created"}. */
+enum iot_err registry_thing_type_list(struct registry *reg, const char *name,
+                                      const struct registry_page *pg, cJSON **out, char **next,
+                                      struct iot_error *err);
+/* Thing groups by name: {"name","id","parent"}. PREFIX filters names; PARENT keeps its children
+ * (all its descendants when RECURSIVE); no PARENT lists every group. */
+enum iot_err registry_thing_group_list(struct registry *reg, const char *parent,
+                                       const char *prefix, bool recursive,
+                                       const struct registry_page *pg, cJSON **out, char **next,
+                                       struct iot_error *err);
+/* Groups THING belongs to: {"name"}. */
+enum iot_err registry_thing_group_list_for_thing(struct registry *reg, const char *thing,
+                                                 const struct registry_page *pg, cJSON **out,
+                                                 char **next, struct iot_error *err);
+/* Principals (certificate ids) of THING: {"principal"}; things of PRINCIPAL: {"thing"}. */
+enum iot_err registry_thing_principal_list(struct registry *reg, const char *thing,
+                                           const struct registry_page *pg, cJSON **out,
+                                           char **next, struct iot_error *err);
+enum iot_err registry_principal_thing_list(struct registry *reg, const char *principal,
+                                           const struct registry_page *pg, cJSON **out,
+                                           char **next, struct iot_error *err);
+/* Policies by name: {"name","created"}. */
+enum iot_err registry_policy_list(struct registry *reg, const struct registry_page *pg,
+                                  cJSON **out, char **next, struct iot_error *err);
+/* Targets of POLICY: {"target"}; policies attached to TARGET: {"name"}. */
+enum iot_err registry_policy_target_list(struct registry *reg, const char *policy,
+                                         const struct registry_page *pg, cJSON **out,
+                                         char **next, struct iot_error *err);
+enum iot_err registry_target_policy_list(struct registry *reg, const char *target,
+                                         const struct registry_page *pg, cJSON **out,
+                                         char **next, struct iot_error *err);
+/* Templates by name: {"name","description","created","modified","enabled","type"}. */
+enum iot_err registry_template_list(struct registry *reg, const struct registry_page *pg,
+                                    cJSON **out, char **next, struct iot_error *err);
+
+/* ---- certificates: details and provisioning claims (§1.11) ---- */
+struct registry_cert_meta {
+    long long customer_version; /* 1 at insert, +1 at each status change */
+    char claim_template[37];    /* "" unless a CreateProvisioningClaim certificate */
+    long long claim_expires;    /* epoch seconds; 0 unless a claim certificate */
+};
+enum iot_err registry_cert_get_meta(struct registry *reg, const char *id,
+                                    struct registry_cert_meta *out, struct iot_error *err);
+/* Marks certificate ID as a temporary claim for TEMPLATE_NAME until EXPIRES_AT: it is no longer
+ * listed, and registry_expire_tokens() deletes it from then on. IOT_ERR_NOT_FOUND if absent. */
+enum iot_err registry_cert_set_claim(struct registry *reg, const char *id, const char *template_name,
+                                     long long expires_at, struct iot_error *err);
+
+/* ---- thing types ---- */
+struct registry_thing_type {
+    char *name;          /* owned, as every pointer below; NULL when absent */
+    char *id;            /* a UUID assigned on create when NULL */
+    char *description;
+    cJSON *searchable;   /* array of attribute names */
+    bool deprecated;
+    long long deprecated_at;
+    long long created;   /* set to now on create when 0 */
+};
+void registry_thing_type_clear(struct registry_thing_type *t);
+/* IOT_ERR_ALREADY_EXISTS if the name is taken. */
+enum iot_err registry_thing_type_create(struct registry *reg, const struct registry_thing_type *t,
+                                        struct iot_error *err);
+/* On success the caller clears *out. */
+enum iot_err registry_thing_type_get(struct registry *reg, const char *name,
+                                     struct registry_thing_type *out, struct iot_error *err);
+/* DEPRECATED false undoes a deprecation. */
+enum iot_err registry_thing_type_deprecate(struct registry *reg, const char *name, bool deprecated,
+                                           struct iot_error *err);
+/* IOT_ERR_DELETE_CONFLICT while a thing has the type. */
+enum iot_err registry_thing_type_delete(struct registry *reg, const char *name,
+                                        struct iot_error *err);
+
+/* ---- thing groups ---- */
+struct registry_thing_group {
+    char *name;          /* owned, as every pointer below; NULL when absent */
+    char *id;            /* a UUID assigned on create when NULL */
+    char *description;
+    char *parent;
+    cJSON *attributes;   /* object of name -> string */
+    long long version;   /* 1 on create */
+    long long created;
+};
+void registry_thing_group_clear(struct registry_thing_group *g);
+/* IOT_ERR_ALREADY_EXISTS if the name is taken; IOT_ERR_INVALID_REQUEST if PARENT is unknown. */
+enum iot_err registry_thing_group_create(struct registry *reg, const struct registry_thing_group *g,
+                                         struct iot_error *err);
+enum iot_err registry_thing_group_get(struct registry *reg, const char *name,
+                                      struct registry_thing_group *out, struct iot_error *err);
+/* *out = new cJSON array of the names from the root down to NAME's parent ([] for a root). */
+enum iot_err registry_thing_group_ancestors(struct registry *reg, const char *name, cJSON **out);
+/* Deletes the group and its memberships. IOT_ERR_DELETE_CONFLICT while it has child groups. */
+enum iot_err registry_thing_group_delete(struct registry *reg, const char *name,
+                                         struct iot_error *err);
+
+/* ---- policies: details and versions ----
+ * registry_policy_get() reads the default version's document. Version ids grow and are never
+ * reused. */
+struct registry_policy {
+    char *name;          /* owned */
+    char *document;      /* owned; the default version's */
+    int default_version;
+    long long created;
+    long long modified;  /* moves when the default version changes */
+};
+void registry_policy_clear(struct registry_policy *p);
+enum iot_err registry_policy_info(struct registry *reg, const char *name,
+                                  struct registry_policy *out, struct iot_error *err);
+/* *out = new array, by version: {"version","created","is_default"}. */
+enum iot_err registry_policy_versions(struct registry *reg, const char *name, cJSON **out,
+                                      struct iot_error *err);
+/* *document malloc'd (caller frees); created and is_default may be NULL. */
+enum iot_err registry_policy_version_get(struct registry *reg, const char *name, long long version,
+                                         char **document, long long *created, bool *is_default,
+                                         struct iot_error *err);
+/* Adds a version (*version = its id, may be NULL), made the default when SET_DEFAULT. */
+enum iot_err registry_policy_version_add(struct registry *reg, const char *name,
+                                         const char *document, bool set_default,
+                                         long long *version, struct iot_error *err);
+enum iot_err registry_policy_version_set_default(struct registry *reg, const char *name,
+                                                 long long version, struct iot_error *err);
+/* IOT_ERR_DELETE_CONFLICT for the default version. */
+enum iot_err registry_policy_version_delete(struct registry *reg, const char *name,
+                                            long long version, struct iot_error *err);
+
+/* ---- provisioning template versions ----
+ * registry_template_put() writes the default version's body (version 1 for a new template);
+ * registry_template_get() reads it. Version ids grow and are never reused. */
+enum iot_err registry_template_default_version(struct registry *reg, const char *name,
+                                               long long *out, struct iot_error *err);
+/* Pages of {"version","created","is_default"}; IOT_ERR_NOT_FOUND for an unknown template. */
+enum iot_err registry_template_version_list(struct registry *reg, const char *name,
+                                            const struct registry_page *pg, cJSON **out,
+                                            char **next, struct iot_error *err);
+/* *body malloc'd (caller frees); created and is_default may be NULL. */
+enum iot_err registry_template_version_get(struct registry *reg, const char *name,
+                                           long long version, char **body, long long *created,
+                                           bool *is_default, struct iot_error *err);
+enum iot_err registry_template_version_add(struct registry *reg, const char *name,
+                                           const char *body, bool set_default, long long *version,
+                                           struct iot_error *err);
+enum iot_err registry_template_version_set_default(struct registry *reg, const char *name,
+                                                   long long version, struct iot_error *err);
+/* IOT_ERR_DELETE_CONFLICT for the default version. */
+enum iot_err registry_template_version_delete(struct registry *reg, const char *name,
+                                              long long version, struct iot_error *err);
+
+/* ---- event configurations (UpdateEventConfigurations) ---- */
+/* *out = new object of event type -> bool, for the types ever set; *created and *modified the
+ * earliest creation and latest change (0 when none). */
+enum iot_err registry_event_configs(struct registry *reg, cJSON **out, long long *created,
+                                    long long *modified, struct iot_error *err);
+enum iot_err registry_event_config_set(struct registry *reg, const char *type, bool enabled,
+                                       struct iot_error *err);
+/* false for an unknown type or when the registry cannot be read. */
+bool registry_event_enabled(struct registry *reg, const char *type);
+
+/* ---- reset ---- */
+/* Empties every table in one transaction (the schema stays). */
+enum iot_err registry_reset(struct registry *reg, struct iot_error *err);
+
 #endif

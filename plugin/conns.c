@@ -45,6 +45,7 @@ struct conn *conns_find(struct plugin *p, const struct mosquitto *client)
 static void conn_free(struct plugin *p, struct conn *c)
 {
     HASH_DEL(p->conns, c);
+    authz_clear(c);
     free(c->client_id);
     free(c);
 }

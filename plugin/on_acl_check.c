@@ -1,44 +1,67 @@
-/* MOSQ_EVT_ACL_CHECK: the reserved-topic rules of fleet provisioning. Requests are consumed by
- * iotmock and never routed to subscribers; answers reach only the client that asked; clients may
- * not publish onto answer topics (shared/spec/provisioning.md §1.1, §1.2). IoT policies are
- * evaluated here as well once the policy engine lands. */
+/* MOSQ_EVT_ACL_CHECK: every PUBLISH, SUBSCRIBE and delivery, as AWS IoT Core checks them
+ * (shared/spec/broker-and-policy.md §8.1): iot:Publish (and iot:RetainPublish for retained
+ * messages) on topic/<name>, iot:Subscribe on topicfilter/<filter as sent>, iot:Receive on
+ * topic/<name> per delivered message. On top of the policies, fleet provisioning's reserved-topic
+ * rules: requests are consumed by iotmock and never routed to subscribers, answers reach only the
+ * connection that asked, and nobody publishes onto answer topics (provisioning.md §1.1, §1.2). */
 #include "plugin.h"
 
 #include <string.h>
 
-static bool reply_expected(struct plugin *p, const struct mosquitto_evt_acl_check *ed)
+static bool reply_expected(struct plugin *p, const struct conn *c,
+                           const struct mosquitto_evt_acl_check *ed)
 {
-    const struct conn *c = conns_find(p, ed->client);
-    if (c == NULL)
-        return false;
     for (const struct pending_reply *r = p->replies; r; r = r->next) {
         if (r->payload_len == ed->payloadlen && r->generation == c->generation &&
-            strcmp(r->client_id, c->client_id) == 0 &&
-            strcmp(r->topic, ed->topic) == 0 &&
+            strcmp(r->client_id, c->client_id) == 0 && strcmp(r->topic, ed->topic) == 0 &&
             (r->payload_len == 0 || memcmp(r->payload, ed->payload, r->payload_len) == 0))
             return true;
     }
     return false;
 }
 
+/* Delivery: fleet answers only to their requester; then iot:Receive, refused silently (§3.4). */
+static int check_read(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed)
+{
+    if (ed->topic[0] == '$') {
+        struct fleet_topic t;
+        enum fleet_topic_kind kind = fleet_topic_parse(ed->topic, &t);
+        if (kind == FLEET_TOPIC_REQUEST)
+            return MOSQ_ERR_ACL_DENIED;
+        if (kind != FLEET_TOPIC_NONE && !reply_expected(p, c, ed))
+            return MOSQ_ERR_ACL_DENIED;
+    }
+    return authz_allowed(p, c, POLICY_ACTION_RECEIVE, ed->topic) ? MOSQ_ERR_SUCCESS
+                                                                  : MOSQ_ERR_ACL_DENIED;
+}
+
+static int check_write(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed)
+{
+    bool ok = authz_allowed(p, c, POLICY_ACTION_PUBLISH, ed->topic) &&
+              (!ed->retain || authz_allowed(p, c, POLICY_ACTION_RETAIN_PUBLISH, ed->topic));
+    return ok ? MOSQ_ERR_SUCCESS : authz_deny_code(p, c);
+}
+
+static int check_subscribe(struct plugin *p, struct conn *c,
+                           const struct mosquitto_evt_acl_check *ed)
+{
+    return authz_allowed(p, c, POLICY_ACTION_SUBSCRIBE, ed->topic) ? MOSQ_ERR_SUCCESS
+                                                                   : authz_deny_code(p, c);
+}
+
 int on_acl_check(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_acl_check *ed = event_data;
     struct plugin *p = userdata;
-    if (ed->topic == NULL || ed->topic[0] != '$')
-        return MOSQ_ERR_SUCCESS;
-    struct fleet_topic t;
-    enum fleet_topic_kind kind = fleet_topic_parse(ed->topic, &t);
-    if (kind == FLEET_TOPIC_NONE)
-        return MOSQ_ERR_SUCCESS;
+    if (ed->topic == NULL)
+        return MOSQ_ERR_ACL_DENIED;
+    struct conn *c = conns_find(p, ed->client);
+    if (c == NULL) /* not a connection iotmock authenticated */
+        return MOSQ_ERR_ACL_DENIED;
     switch (ed->access) {
-    case MOSQ_ACL_READ:
-        if (kind == FLEET_TOPIC_REQUEST)
-            return MOSQ_ERR_ACL_DENIED;
-        return reply_expected(p, ed) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
-    case MOSQ_ACL_WRITE:
-        return kind == FLEET_TOPIC_REQUEST ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
-    default:
-        return MOSQ_ERR_SUCCESS;
+    case MOSQ_ACL_READ: return check_read(p, c, ed);
+    case MOSQ_ACL_WRITE: return check_write(p, c, ed);
+    case MOSQ_ACL_SUBSCRIBE: return check_subscribe(p, c, ed);
+    default: return MOSQ_ERR_SUCCESS; /* UNSUBSCRIBE needs no permission */
     }
 }

@@ -1,10 +1,12 @@
 /* MOSQ_EVT_BASIC_AUTH: a device is its TLS client certificate, never its MQTT username (AWS SDKs
- * put a metrics string there). Only a registered ACTIVE certificate may connect.
+ * put a metrics string there). Only a registered ACTIVE certificate may connect, and only if its
+ * policies allow iot:Connect on client/<clientId>.
  *
  * A refused certificate gets no CONNACK in either MQTT version: AWS ends such connections without
  * one (shared/spec/broker-and-policy.md §3.5). Mosquitto closes the socket silently when this
- * callback returns anything but MOSQ_ERR_SUCCESS or MOSQ_ERR_AUTH (which would send CONNACK
- * "not authorised"), so certificate refusals return REFUSE_SILENTLY. */
+ * callback returns anything but MOSQ_ERR_SUCCESS or MOSQ_ERR_AUTH (which sends CONNACK "not
+ * authorised"), so certificate refusals return REFUSE_SILENTLY. A policy refusal is CONNACK 0x87
+ * on MQTT 5 and a silent close on 3.1.1 (§3.1), unless the friendly mode asks for CONNACK 5. */
 #include "plugin.h"
 
 #include <openssl/x509.h>
@@ -28,33 +30,56 @@ static void refuse(struct mosquitto *client, const char *cert_id, const char *wh
                          id ? id : "", cert_id, why);
 }
 
-int on_basic_auth(int event, void *event_data, void *userdata)
+/* Only registered ACTIVE certificates authenticate. */
+static bool certificate_ok(struct plugin *p, struct mosquitto *client, const char *id)
 {
-    struct mosquitto_evt_basic_auth *ed = event_data;
-    struct plugin *p = userdata;
-    char id[CA_ID_LEN + 1];
-    if (!client_cert_id(ed->client, id)) {
-        refuse(ed->client, "-", "no client certificate was presented");
-        return REFUSE_SILENTLY;
-    }
     enum cert_status status;
     enum iot_err rc = registry_cert_status(p->reg, id, &status);
     if (rc == IOT_ERR_NOT_FOUND) {
-        refuse(ed->client, id, "certificate is not registered");
-        return REFUSE_SILENTLY;
+        refuse(client, id, "certificate is not registered");
+        return false;
     }
     if (rc != IOT_OK) {
-        refuse(ed->client, id, "registry unavailable");
-        return REFUSE_SILENTLY;
+        refuse(client, id, "registry unavailable");
+        return false;
     }
     if (status != CERT_STATUS_ACTIVE) {
         char why[96];
         snprintf(why, sizeof(why), "certificate status is %s, not ACTIVE",
                  registry_cert_status_name(status));
-        refuse(ed->client, id, why);
+        refuse(client, id, why);
+        return false;
+    }
+    return true;
+}
+
+int on_basic_auth(int event, void *event_data, void *userdata)
+{
+    struct mosquitto_evt_basic_auth *ed = event_data;
+    struct plugin *p = userdata;
+    char id[CA_ID_LEN + 1];
+    X509 *cert = mosquitto_client_certificate(ed->client); /* a reference we must free */
+    if (cert == NULL || ca_cert_id(cert, id) != IOT_OK) {
+        refuse(ed->client, "-", "no client certificate was presented");
+        X509_free(cert);
         return REFUSE_SILENTLY;
     }
-    if (conns_connect(p, ed->client, id) == NULL)
-        return MOSQ_ERR_NOMEM;
+    if (!certificate_ok(p, ed->client, id)) {
+        X509_free(cert);
+        return REFUSE_SILENTLY;
+    }
+    struct conn *c = conns_connect(p, ed->client, id);
+    bool ready = c != NULL && authz_prepare(p, c, ed->client, cert);
+    X509_free(cert);
+    if (!ready) {
+        if (c)
+            conns_disconnect(p, ed->client);
+        return REFUSE_SILENTLY;
+    }
+    if (!authz_allowed(p, c, POLICY_ACTION_CONNECT, c->client_id)) {
+        int rc = c->protocol_version == 5 || p->opt.friendly ? MOSQ_ERR_AUTH : REFUSE_SILENTLY;
+        conns_disconnect(p, ed->client);
+        return rc;
+    }
     return MOSQ_ERR_SUCCESS;
 }

@@ -38,6 +38,7 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
         else if (strcmp(k, "lambda_endpoint") == 0) o->lambda_endpoint = v;
         else if (strcmp(k, "http_port") == 0) o->http_port = atoi(v);
         else if (strcmp(k, "token_ttl") == 0) o->token_ttl = atol(v);
+        else if (strcmp(k, "friendly") == 0) o->friendly = strcmp(v, "true") == 0;
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }
@@ -68,7 +69,9 @@ static int open_state(struct plugin *p, struct iot_error *err)
         return fail(err);
     }
     struct http_config hc = {.bind = p->opt.bind, .port = p->opt.http_port, .reg = p->reg,
-                             .state_dir = p->opt.state_dir, .ready = &p->ready};
+                             .state_dir = p->opt.state_dir, .ready = &p->ready, .ca = p->ca,
+                             .region = p->opt.region, .account_id = p->opt.account_id,
+                             .seed = &seed};
     if (http_server_start(&hc, &p->http, err) != IOT_OK)
         return fail(err);
     return MOSQ_ERR_SUCCESS;

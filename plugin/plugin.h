@@ -16,6 +16,7 @@
 #include "ca.h"
 #include "fleet.h"
 #include "http/server.h"
+#include "policy.h"
 #include "registry.h"
 #include "workq.h"
 
@@ -42,6 +43,16 @@ struct conn {
     const struct mosquitto *client;
     uint64_t generation; /* unique per accepted CONNECT */
     char cert_id[CA_ID_LEN + 1];
+    int protocol_version; /* 3, 4 (3.1.1) or 5 */
+    /* authorization (authz.c) */
+    struct policy_context ctx;
+    struct policy **policies;
+    size_t n_policies;
+    struct policy_attr *attrs;
+    size_t n_attrs;
+    char *thing_type;
+    char *source_ip;
+    uint64_t loaded_version; /* registry version the policies were loaded at; 0 = never */
     UT_hash_handle hh;
 };
 
@@ -56,6 +67,7 @@ struct options {
     const char *lambda_endpoint;
     int http_port;
     long token_ttl;
+    bool friendly; /* answer MQTT 3.1.1 refusals with return codes instead of closing */
 };
 
 struct plugin {
@@ -87,6 +99,15 @@ struct conn *conns_find(struct plugin *p, const struct mosquitto *client);
 struct conn *conns_by_id(struct plugin *p, const char *client_id);
 void conns_disconnect(struct plugin *p, const struct mosquitto *client);
 void conns_clear(struct plugin *p);
+
+/* Authorization (authz.c). authz_prepare() sets up a new connection's context from its
+ * certificate; authz_allowed() decides one action on one topic, filter or client id, logging every
+ * refusal with its explanation; authz_deny_code() is what to return to Mosquitto for a refused
+ * PUBLISH or SUBSCRIBE on this connection. */
+bool authz_prepare(struct plugin *p, struct conn *c, struct mosquitto *client, X509 *cert);
+void authz_clear(struct conn *c);
+bool authz_allowed(struct plugin *p, struct conn *c, enum policy_action action, const char *name);
+int authz_deny_code(const struct plugin *p, const struct conn *c);
 
 /* Jobs run on workers and come back through on_tick. */
 void jobs_submit_fleet(struct plugin *p, const struct conn *c, const struct fleet_topic *t,

@@ -10,7 +10,7 @@ build_pkgs=(cmake make gcc pkg-config openssl ca-certificates
   mosquitto mosquitto-dev libssl-dev libcjson-dev uuid-dev libsqlite3-dev libmicrohttpd-dev
   libcurl4-openssl-dev libcbor-dev uthash-dev)
 test_pkgs=(mosquitto-clients python3 python3-paho-mqtt python3-pytest python3-cbor2 python3-cryptography
-  awscli python3-boto3 sqlite3 nodejs npm curl)
+  awscli python3-boto3 sqlite3 nodejs npm curl clang libclang-rt-14-dev)
 
 pkgs=("${build_pkgs[@]}")
 [ "$mode" = test ] && pkgs+=("${test_pkgs[@]}")

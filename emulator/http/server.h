@@ -1,10 +1,13 @@
-/* The control plane's HTTP listener (libmicrohttpd, its own thread). Today it serves the
- * emulator's own routes under /_iotmock/; the AWS REST operations are added route by route. */
+/* The control plane's HTTP listener (libmicrohttpd, a small pool of its own threads): AWS IoT's
+ * REST-JSON operations (shared/spec/provisioning.md §6) at the paths the AWS SDKs and CLI use,
+ * and the emulator's own routes under /_iotmock/ (health, root-ca.pem, reset). */
 #ifndef IOTMOCK_HTTP_SERVER_H
 #define IOTMOCK_HTTP_SERVER_H
 
 #include <stdatomic.h>
 
+#include "bootstrap.h"
+#include "ca.h"
 #include "err.h"
 #include "registry.h"
 
@@ -14,10 +17,20 @@ struct http_config {
     struct registry *reg;    /* borrowed */
     const char *state_dir;   /* root-ca.pem is served from here */
     const atomic_bool *ready; /* set once MQTT accepts connections */
+    /* The members below may be left zero: the operations that need one then answer
+     * InternalFailureException (ca, seed) or use the default shown. */
+    const struct ca *ca;     /* borrowed; issues certificates */
+    const char *region;      /* ARNs; default "us-east-1" */
+    const char *account_id;  /* ARNs; default "123456789012" */
+    const char *host;        /* DescribeEndpoint's address; default: the CN of the server
+                              * certificate in state_dir (what `iotmock serve --host` issued),
+                              * else "localhost" */
+    const struct bootstrap_seed *seed; /* POST /_iotmock/reset re-seeds with it; copied */
 };
 
 struct http_server;
 
+/* Copies CFG (not the strings and objects it points to, which must outlive the server). */
 enum iot_err http_server_start(const struct http_config *cfg, struct http_server **out,
                                struct iot_error *err);
 void http_server_stop(struct http_server *s);

@@ -23,10 +23,11 @@ class _ServerPool:
         self._tmp = tmp_path_factory
         self.servers: list = []
 
-    def start(self, *extra_args, name: str = "iotmock") -> Server:
+    def start(self, *extra_args, name: str = "iotmock", grant_test_policy: bool = True) -> Server:
         last_error = None
         for _attempt in range(2):
-            srv = Server(self._tmp.mktemp(name), extra_args, name=name)
+            srv = Server(self._tmp.mktemp(name), extra_args, name=name,
+                         grant_test_policy=grant_test_policy)
             try:
                 srv.start()
             except ServerStartError as e:

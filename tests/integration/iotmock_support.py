@@ -121,10 +121,28 @@ class ServerStartError(Exception):
     pass
 
 
+# The default claim policy allows exactly the calls of template fleet-default (as AWS recommends).
+# Most tests provision through other templates and use marker topics, so after start the fixture
+# does what a user does on AWS: create a wider policy and attach it to the claim certificate.
+TEST_CLAIM_POLICY = "iotmock-test-claim"
+
+
+def test_claim_policy_document() -> dict:
+    topics = ["$aws/certificates/*", "$aws/provisioning-templates/*", f"{PLAIN_TOPIC_PREFIX}/*"]
+    arn = "arn:aws:iot:us-east-1:123456789012"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive", "iot:RetainPublish"],
+         "Resource": [f"{arn}:topic/{t}" for t in topics]},
+        {"Effect": "Allow", "Action": "iot:Subscribe",
+         "Resource": [f"{arn}:topicfilter/{t}" for t in topics]}]}
+
+
 class Server:
     """One `iotmock serve` process in its own state directory and process group."""
 
-    def __init__(self, workdir: Path, extra_args=(), name: str = "iotmock"):
+    def __init__(self, workdir: Path, extra_args=(), name: str = "iotmock",
+                 grant_test_policy: bool = True):
+        self.grant_test_policy = grant_test_policy
         self.name = name
         self.workdir = Path(workdir)
         self.state_dir = self.workdir / "state"
@@ -187,10 +205,38 @@ class Server:
                                          start_new_session=True, cwd=str(self.workdir))
         try:
             self._wait_ready()
+            if self.grant_test_policy:
+                self.attach_claim_policy(TEST_CLAIM_POLICY, test_claim_policy_document())
         except BaseException:
             self._kill_group()
             raise
         return self
+
+    def control_plane(self, method: str, path: str, body=None, headers=None):
+        """One control-plane call; returns (status, parsed JSON or None)."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
+                                     method=method, headers=headers or {})
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw = resp.read()
+                return resp.status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, (json.loads(raw) if raw else None)
+
+    def attach_claim_policy(self, name: str, document: dict):
+        """CreatePolicy + AttachPolicy onto the claim certificate, as a user would on AWS."""
+        status, body = self.control_plane("POST", f"/policies/{name}",
+                                          {"policyDocument": json.dumps(document)})
+        if status not in (200, 409):
+            raise ServerStartError(f"CreatePolicy {name}: HTTP {status} {body}")
+        claim_arn = "arn:aws:iot:us-east-1:123456789012:cert/" + cert_id(self.claim_cert.read_text())
+        status, body = self.control_plane("PUT", f"/target-policies/{name}", {"target": claim_arn})
+        if status != 200:
+            raise ServerStartError(f"AttachPolicy {name}: HTTP {status} {body}")
 
     def _wait_ready(self):
         deadline = time.monotonic() + HEALTH_TIMEOUT
@@ -567,11 +613,22 @@ def round_trip(client: MqttClient, topic: Optional[str] = None, timeout: float =
     return m
 
 
+def claim_round_trip(client: MqttClient, timeout: float = 10.0):
+    """The round trip a claim certificate's policy allows (the claim policy permits exactly the
+    provisioning calls): a CreateCertificateFromCsr request without a CSR, answered with its
+    rejection."""
+    which, body = provision_request(client, "$aws/certificates/create-from-csr/json", b"{}",
+                                    timeout=timeout)
+    assert which == "rejected", body
+    assert body["errorCode"] == "InvalidPayload", body
+    return body
+
+
 def assert_broker_serves(server: Server):
-    """A new client can connect with the claim certificate and do a pub/sub round trip."""
+    """A new client can connect with the claim certificate and be answered."""
     assert server.proc.poll() is None, f"server exited with {server.proc.returncode}"
     with claim_client(server, client_id=unique("alive")) as c:
-        round_trip(c)
+        claim_round_trip(c)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from iotmock_support import (METRICS_USERNAME, MQTTv311, MQTTv5, PROTOCOLS,
                              assert_cannot_connect, load_cert, make_foreign_ca_cert,
-                             make_self_signed, round_trip, run_openssl, spki_der)
+                             make_self_signed, round_trip, claim_round_trip, run_openssl, spki_der)
 
 pytestmark = pytest.mark.usefixtures("broker_still_serves")
 
@@ -57,12 +57,12 @@ def test_server_certificate_is_signed_by_root_ca_with_sans(server, hostname):
 @pytest.mark.parametrize("protocol", list(PROTOCOLS.values()), ids=list(PROTOCOLS))
 def test_claim_certificate_connects_whatever_the_username(mqtt, protocol, username, password):
     client = mqtt.claim(protocol=protocol, username=username, password=password)
-    round_trip(client)
+    claim_round_trip(client)
 
 
 def test_connect_by_ip_address(server, mqtt):
     client = mqtt.claim(host="127.0.0.1")
-    round_trip(client)
+    claim_round_trip(client)
 
 
 @pytest.mark.parametrize("protocol", [MQTTv311, MQTTv5], ids=["mqtt311", "mqtt5"])

@@ -34,13 +34,20 @@ def sync_with_marker(subscriber, publisher):
     assert m is not None and m.payload == payload, f"marker lost; {subscriber.state()}"
 
 
+def answer_topics(request_topic):
+    return [request_topic + "/accepted", request_topic + "/rejected"]
+
+
 def eavesdropper(mqtt, protocol):
     spy = mqtt.claim(protocol=protocol, client_id=unique("spy"))
-    exact = (topics_of(CREATE_KEYS) + topics_of(CREATE_FROM_CSR) +
-             topics_of(provision_topic(FLEET_DEFAULT)))
-    spy.subscribe(*exact)
-    # Wildcards over the reserved topics: refusing them is fine, delivering through them is not.
-    spy.subscribe("$aws/certificates/#", "$aws/provisioning-templates/#", require_granted=False)
+    requests = [CREATE_KEYS, CREATE_FROM_CSR, provision_topic(FLEET_DEFAULT)]
+    spy.subscribe(*[t for r in requests for t in answer_topics(r)])
+    if protocol == MQTTv5:
+        # Request topics are publish-only on AWS: MQTT 5 gets SUBACK 0x87 and keeps the
+        # connection (3.1.1 would be disconnected: test_subscribing_to_a_request_topic_is_refused).
+        assert spy.subscribe(*requests, require_granted=False) == [0x87] * 3
+        # Wildcards over the reserved topics: refusing them is fine, delivering through them is not.
+        spy.subscribe("$aws/certificates/#", "$aws/provisioning-templates/#", require_granted=False)
     spy.marker_topic = plain_topic("marker")
     spy.subscribe(spy.marker_topic)
     return spy
@@ -74,11 +81,26 @@ def test_third_client_receives_nothing(mqtt, tmp_path, spy_protocol):
 
 
 def test_request_topic_is_not_echoed_to_the_requester(mqtt):
-    client = mqtt.claim()
-    client.subscribe(CREATE_KEYS)
+    client = mqtt.claim(protocol=MQTTv5)
+    assert client.subscribe(CREATE_KEYS, require_granted=False) == [0x87]
     create_keys(client)
     time.sleep(0.3)
     assert client.messages(CREATE_KEYS) == []
+
+
+@pytest.mark.parametrize("request_topic", [CREATE_KEYS, CREATE_FROM_CSR,
+                                           provision_topic(FLEET_DEFAULT)])
+def test_subscribing_to_a_request_topic_is_refused(mqtt, request_topic):
+    """Request topics are publish-only (shared/spec/broker-and-policy.md §6.4), whatever the
+    policy says: MQTT 5 gets SUBACK 0x87 and stays connected; MQTT 3.1.1 cannot carry the refusal,
+    so the connection is closed without a SUBACK (§3.3)."""
+    v5 = mqtt.claim(protocol=MQTTv5)
+    assert v5.subscribe(request_topic, require_granted=False) == [0x87]
+    create_keys(v5)  # still connected and served
+    v311 = mqtt.claim(protocol=PROTOCOLS["mqtt311"])
+    with pytest.raises(AssertionError, match="no SUBACK"):
+        v311.subscribe(request_topic, timeout=5)
+    assert not v311.connected
 
 
 @pytest.mark.parametrize("subscriptions", [[], ["/rejected"]], ids=["none", "rejected-only"])

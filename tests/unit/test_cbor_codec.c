@@ -202,6 +202,14 @@ static void test_depth(void)
     refuse("bf 61 61 9f 9f 9f 9f ff ff ff ff ff", msg);
     refuse("a1 61 61 c0 c0 c0 c0 01", msg);
     refuse("a1 61 61 c0 81 a1 61 62 a0", msg);
+    /* byte strings and undefined become [] (a level of the tree like any array), so they obey
+     * the cap too (found by fuzz_fleet_cbor: a tree the encoder then refused) */
+    accept("a1 61 61 81 81 41 00", "{\"a\":[[[]]]}");
+    accept("a1 61 61 81 81 f7", "{\"a\":[[[]]]}");
+    refuse("a1 61 61 81 81 81 41 00", msg);
+    refuse("a1 61 61 81 81 81 f7", msg);
+    refuse("a1 61 61 81 81 81 5f 41 00 ff", msg);
+    refuse("a1 61 61 c0 c0 c0 40", msg);
     /* a thousand levels: refused at the fifth, nothing deeper is looked at */
     size_t n = unhex("a1 61 61", buf);
     memset(buf + n, 0x81, 1000);
@@ -460,6 +468,23 @@ static void test_encode_refusals(void)
     cJSON_Delete(raw);
 }
 
+/* Whatever the decoder returns, the encoder accepts: the deepest trees of every kind. */
+static void test_decoded_encodes(void)
+{
+    const char *deepest[] = {"a1 61 61 a1 61 62 a1 61 63 a0", "a1 61 61 81 81 80",
+                             "a1 61 61 81 81 41 00", "a1 61 61 9f 81 5f ff ff", "a1 61 61 81 81 f7",
+                             "a1 61 61 c0 c0 c0 01"};
+    for (size_t i = 0; i < sizeof(deepest) / sizeof(deepest[0]); i++) {
+        cJSON *tree = NULL;
+        unsigned char *bytes = NULL;
+        size_t len = 0;
+        CHECK_INT(decode_hex(deepest[i], &tree, NULL), IOT_OK);
+        CHECK_INT(cbor_codec_encode(tree, &bytes, &len), IOT_OK);
+        free(bytes);
+        cJSON_Delete(tree);
+    }
+}
+
 /* What the encoder writes, the decoder reads back unchanged (key order included). */
 static void test_round_trip(void)
 {
@@ -501,6 +526,7 @@ int main(void)
     test_encode_spec_rejection();
     test_encode();
     test_encode_refusals();
+    test_decoded_encodes();
     test_round_trip();
     return check_summary();
 }

@@ -1003,11 +1003,572 @@ static void test_file_registry(const char *dir)
     registry_close(reg);
 }
 
+/* ---- control-plane additions --------------------------------------------------------------- */
+
+/* "a,b,c" from the KEY member of each object of a list call's result (numbers as integers), or
+ * the call's error name; frees the list. */
+static const char *keys(enum iot_err rc, cJSON **list, const char *key)
+{
+    static char buf[1024];
+    const cJSON *item;
+    size_t used = 0;
+    buf[0] = '\0';
+    const cJSON *array = rc == IOT_OK ? *list : NULL;
+    if (rc != IOT_OK)
+        snprintf(buf, sizeof(buf), "%s", iot_err_name(rc));
+    cJSON_ArrayForEach(item, array)
+    {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, key);
+        char one[128];
+        if (cJSON_IsNumber(v))
+            snprintf(one, sizeof(one), "%lld", (long long)v->valuedouble);
+        else
+            snprintf(one, sizeof(one), "%s", cJSON_IsString(v) ? v->valuestring : "-");
+        used += (size_t)snprintf(buf + used, sizeof(buf) - used, "%s%s", used ? "," : "", one);
+        if (used >= sizeof(buf))
+            break;
+    }
+    cJSON_Delete(*list);
+    *list = NULL;
+    return buf;
+}
+
+static enum iot_err add_cert_at(struct registry *reg, unsigned n, long long created)
+{
+    struct registry_cert c = {.pem = (char *)"pem", .status = CERT_STATUS_ACTIVE,
+                              .created = created, .modified = created};
+    make_id(c.id, n);
+    return registry_cert_insert(reg, &c, NULL);
+}
+
+static void test_cert_list_and_claims(void)
+{
+    struct registry *reg = open_memory();
+    struct iot_error err = {0};
+    struct registry_cert_meta meta;
+    cJSON *list = NULL;
+    char *next = NULL, id[65], claim[65];
+    make_id(claim, 3);
+
+    CHECK_STR(keys(registry_cert_list(reg, NULL, &list, &next, &err), &list, "id"), "");
+    CHECK(next == NULL);
+    /* Creation time orders, the id breaks ties; a claim certificate is never listed. */
+    CHECK_INT(add_cert_at(reg, 1, 300), IOT_OK);
+    CHECK_INT(add_cert_at(reg, 2, 100), IOT_OK);
+    CHECK_INT(add_cert_at(reg, 3, 100), IOT_OK);
+    CHECK_INT(add_cert_at(reg, 4, 100), IOT_OK);
+    CHECK_INT(add_cert_at(reg, 5, 200), IOT_OK);
+    CHECK_INT(registry_cert_set_claim(reg, claim, "tpl", 500, &err), IOT_OK);
+    struct registry_page pg = {.limit = 2};
+    CHECK_INT(registry_cert_list(reg, &pg, &list, &next, &err), IOT_OK);
+    CHECK_INT(cJSON_GetArraySize(list), 2);
+    make_id(id, 2);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "id")), id);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "status")),
+              "ACTIVE");
+    CHECK_INT(cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "created")),
+              100);
+    cJSON_Delete(list);
+    CHECK(next != NULL);
+    pg.after = next;
+    CHECK_INT(registry_cert_list(reg, &pg, &list, &next, &err), IOT_OK);
+    free((char *)pg.after);
+    CHECK_INT(cJSON_GetArraySize(list), 2); /* 5 (200) and 1 (300) */
+    cJSON_Delete(list);
+    CHECK(next == NULL); /* exactly at the end: no empty last page */
+    pg = (struct registry_page){.descending = true};
+    CHECK_INT(registry_cert_list(reg, &pg, &list, &next, &err), IOT_OK);
+    make_id(id, 1);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "id")), id);
+    CHECK_INT(cJSON_GetArraySize(list), 4);
+    cJSON_Delete(list);
+
+    /* Claims: metadata, and expiry by the token sweep. */
+    CHECK_INT(registry_cert_set_claim(reg, "nope", "tpl", 1, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_cert_set_claim(reg, claim, "", 1, &err), IOT_ERR_INVALID_REQUEST);
+    CHECK_INT(registry_cert_get_meta(reg, "nope", &meta, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_cert_get_meta(reg, claim, &meta, &err), IOT_OK);
+    CHECK_STR(meta.claim_template, "tpl");
+    CHECK_INT(meta.claim_expires, 500);
+    CHECK_INT(meta.customer_version, 1);
+    make_id(id, 1);
+    CHECK_INT(registry_cert_get_meta(reg, id, &meta, &err), IOT_OK);
+    CHECK_STR(meta.claim_template, "");
+    CHECK_INT(meta.claim_expires, 0);
+    /* customerVersion moves with real status changes only. */
+    CHECK_INT(registry_cert_set_status(reg, id, CERT_STATUS_ACTIVE, &err), IOT_OK);
+    CHECK_INT(registry_cert_set_status(reg, id, CERT_STATUS_INACTIVE, &err), IOT_OK);
+    CHECK_INT(registry_cert_set_status(reg, id, CERT_STATUS_INACTIVE, &err), IOT_OK);
+    CHECK_INT(registry_cert_get_meta(reg, id, &meta, &err), IOT_OK);
+    CHECK_INT(meta.customer_version, 2);
+
+    int deleted = -1;
+    CHECK_INT(registry_expire_tokens(reg, 499, &deleted), IOT_OK);
+    CHECK_INT(deleted, 0);
+    enum cert_status s;
+    CHECK_INT(registry_cert_status(reg, claim, &s), IOT_OK);
+    CHECK_INT(registry_expire_tokens(reg, 500, &deleted), IOT_OK);
+    CHECK_INT(deleted, 1);
+    CHECK_INT(registry_cert_status(reg, claim, &s), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_cert_status(reg, id, &s), IOT_OK); /* others untouched */
+    registry_close(reg);
+}
+
+static enum iot_err put_thing_attrs(struct registry *reg, const char *name, const char *type,
+                                    const char *attrs_json)
+{
+    cJSON *attrs = attrs_json ? cJSON_Parse(attrs_json) : NULL;
+    struct registry_thing t = {.name = (char *)name, .type_name = (char *)type, .attributes = attrs};
+    enum iot_err rc = registry_thing_put(reg, &t, NULL);
+    cJSON_Delete(attrs);
+    return rc;
+}
+
+static const char *things_where(struct registry *reg, struct registry_thing_filter f)
+{
+    cJSON *list = NULL;
+    return keys(registry_thing_list(reg, &f, NULL, &list, NULL, NULL), &list, "name");
+}
+
+static void test_thing_lists(void)
+{
+    struct registry *reg = open_memory();
+    struct iot_error err = {0};
+    cJSON *list = NULL;
+    char *next = NULL;
+
+    CHECK_INT(registry_thing_type_put(reg, "sensor", &err), IOT_OK);
+    CHECK_INT(put_thing_attrs(reg, "a", "sensor", "{\"serial\":\"100\",\"color\":\"red\"}"), IOT_OK);
+    CHECK_INT(put_thing_attrs(reg, "b", NULL, "{\"serial\":\"1001\"}"), IOT_OK);
+    CHECK_INT(put_thing_attrs(reg, "c", "sensor", NULL), IOT_OK);
+    CHECK_INT(put_thing_attrs(reg, "d", NULL, "{\"color\":\"100\"}"), IOT_OK);
+
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){0}), "a,b,c,d");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.type_name = "sensor"}), "a,c");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.type_name = "x"}), "");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.attribute_name = "serial",
+                                                               .attribute_value = "100"}),
+              "a");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.attribute_name = "serial",
+                                                               .attribute_value = "100",
+                                                               .attribute_prefix = true}),
+              "a,b");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.attribute_name = "color"}), "a,d");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.attribute_value = "100"}), "a,d");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.attribute_name = "serial",
+                                                               .type_name = "sensor"}),
+              "a");
+
+    /* Objects carry the whole thing; paging continues after the cursor. */
+    struct registry_page pg = {.limit = 3};
+    CHECK_INT(registry_thing_list(reg, NULL, &pg, &list, &next, &err), IOT_OK);
+    const cJSON *a = cJSON_GetArrayItem(list, 0);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(a, "type_name")), "sensor");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "attributes"),
+                                                       "color")),
+              "red");
+    CHECK_INT(cJSON_GetNumberValue(cJSON_GetObjectItem(a, "version")), 1);
+    CHECK(cJSON_GetObjectItem(a, "id") != NULL);
+    CHECK(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 2), "attributes") == NULL);
+    cJSON_Delete(list);
+    CHECK_STR(next, "c");
+    pg.after = next;
+    CHECK_STR(keys(registry_thing_list(reg, NULL, &pg, &list, &next, &err), &list, "name"), "d");
+    CHECK(next == NULL);
+    free((char *)pg.after);
+
+    /* Groups: hierarchy, members, recursion. */
+    struct registry_thing_group root = {.name = (char *)"root", .description = (char *)"top"};
+    struct registry_thing_group kid = {.name = (char *)"kid", .parent = (char *)"root"};
+    struct registry_thing_group leaf = {.name = (char *)"leaf", .parent = (char *)"kid"};
+    struct registry_thing_group orphan = {.name = (char *)"orphan", .parent = (char *)"none"};
+    CHECK_INT(registry_thing_group_create(reg, &orphan, &err), IOT_ERR_INVALID_REQUEST);
+    CHECK_INT(registry_thing_group_create(reg, &root, &err), IOT_OK);
+    CHECK_INT(registry_thing_group_create(reg, &root, &err), IOT_ERR_ALREADY_EXISTS);
+    CHECK_INT(registry_thing_group_create(reg, &kid, &err), IOT_OK);
+    CHECK_INT(registry_thing_group_create(reg, &leaf, &err), IOT_OK);
+    CHECK_INT(registry_thing_group_put(reg, "other", &err), IOT_OK);
+    CHECK_INT(registry_thing_group_add(reg, "root", "a", &err), IOT_OK);
+    CHECK_INT(registry_thing_group_add(reg, "leaf", "c", &err), IOT_OK);
+    CHECK_INT(registry_thing_group_add(reg, "other", "b", &err), IOT_OK);
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.group = "root"}), "a");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.group = "root", .recursive = true}),
+              "a,c");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.group = "kid", .recursive = true}),
+              "c");
+    CHECK_STR(things_where(reg, (struct registry_thing_filter){.group = "nope"}), "");
+
+    CHECK_STR(keys(registry_thing_group_list(reg, NULL, NULL, false, NULL, &list, NULL, &err),
+                   &list, "name"),
+              "kid,leaf,other,root");
+    CHECK_STR(keys(registry_thing_group_list(reg, "root", NULL, false, NULL, &list, NULL, &err),
+                   &list, "name"),
+              "kid");
+    CHECK_STR(keys(registry_thing_group_list(reg, "root", NULL, true, NULL, &list, NULL, &err),
+                   &list, "name"),
+              "kid,leaf");
+    CHECK_STR(keys(registry_thing_group_list(reg, NULL, "o", false, NULL, &list, NULL, &err),
+                   &list, "name"),
+              "other");
+    CHECK_STR(keys(registry_thing_group_list(reg, "root", "l", true, NULL, &list, NULL, &err),
+                   &list, "name"),
+              "leaf");
+    CHECK_STR(keys(registry_thing_group_list_for_thing(reg, "a", NULL, &list, NULL, &err), &list,
+                   "name"),
+              "root");
+    CHECK_INT(registry_thing_group_ancestors(reg, "leaf", &list), IOT_OK);
+    CHECK_STR(listed(IOT_OK, &list), "root,kid");
+    CHECK_INT(registry_thing_group_ancestors(reg, "root", &list), IOT_OK);
+    CHECK_STR(listed(IOT_OK, &list), "");
+
+    struct registry_thing_group g = {0};
+    CHECK_INT(registry_thing_group_get(reg, "nope", &g, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_thing_group_get(reg, "kid", &g, &err), IOT_OK);
+    CHECK_STR(g.parent, "root");
+    CHECK_INT(g.version, 1);
+    CHECK(g.id != NULL && strlen(g.id) == 36);
+    registry_thing_group_clear(&g);
+    CHECK_INT(registry_thing_group_get(reg, "other", &g, &err), IOT_OK); /* made by _put */
+    CHECK(g.id != NULL && strlen(g.id) == 36 && g.parent == NULL);
+    registry_thing_group_clear(&g);
+
+    CHECK_INT(registry_thing_group_delete(reg, "kid", &err), IOT_ERR_DELETE_CONFLICT);
+    CHECK_INT(registry_thing_group_delete(reg, "nope", &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_thing_group_delete(reg, "leaf", &err), IOT_OK);
+    CHECK_STR(listed(registry_thing_groups(reg, "c", &list), &list), "");
+    CHECK_INT(registry_thing_group_delete(reg, "kid", &err), IOT_OK);
+
+    /* Principals, both directions. */
+    char c1[65], c2[65];
+    make_id(c1, 71);
+    make_id(c2, 72);
+    CHECK_INT(add_cert(reg, c1, CERT_STATUS_ACTIVE), IOT_OK);
+    CHECK_INT(add_cert(reg, c2, CERT_STATUS_ACTIVE), IOT_OK);
+    CHECK_INT(registry_thing_principal_attach(reg, "a", c2, &err), IOT_OK);
+    CHECK_INT(registry_thing_principal_attach(reg, "a", c1, &err), IOT_OK);
+    CHECK_INT(registry_thing_principal_attach(reg, "b", c1, &err), IOT_OK);
+    pg = (struct registry_page){.limit = 1};
+    CHECK_INT(registry_thing_principal_list(reg, "a", &pg, &list, &next, &err), IOT_OK);
+    CHECK_STR(keys(IOT_OK, &list, "principal"), c1);
+    CHECK_STR(next, c1);
+    free(next);
+    CHECK_STR(keys(registry_principal_thing_list(reg, c1, NULL, &list, NULL, &err), &list, "thing"),
+              "a,b");
+    registry_close(reg);
+}
+
+static void test_thing_types(void)
+{
+    struct registry *reg = open_memory();
+    struct iot_error err = {0};
+    struct registry_thing_type t = {0};
+    cJSON *list = NULL;
+
+    cJSON *searchable = cJSON_Parse("[\"serial\",\"model\"]");
+    struct registry_thing_type in = {.name = (char *)"sensor", .description = (char *)"temp",
+                                     .searchable = searchable};
+    struct registry_thing_type bad = {.name = (char *)"bad", .searchable = cJSON_CreateObject()};
+    CHECK_INT(registry_thing_type_create(reg, &bad, &err), IOT_ERR_INVALID_REQUEST);
+    cJSON_Delete(bad.searchable);
+    CHECK_INT(registry_thing_type_get(reg, "sensor", &t, &err), IOT_ERR_NOT_FOUND);
+    CHECK_STR(err.message, "Thing type sensor not found");
+    CHECK_INT(registry_thing_type_create(reg, &in, &err), IOT_OK);
+    CHECK_INT(registry_thing_type_create(reg, &in, &err), IOT_ERR_ALREADY_EXISTS);
+    CHECK(registry_thing_type_exists(reg, "sensor"));
+    CHECK_INT(registry_thing_type_get(reg, "sensor", &t, &err), IOT_OK);
+    CHECK_STR(t.description, "temp");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetArrayItem(t.searchable, 1)), "model");
+    CHECK(!t.deprecated && t.created > 0 && t.id && strlen(t.id) == 36);
+    registry_thing_type_clear(&t);
+    registry_thing_type_clear(NULL);
+    cJSON_Delete(searchable);
+
+    CHECK_INT(registry_thing_type_put(reg, "gateway", &err), IOT_OK);
+    CHECK_STR(keys(registry_thing_type_list(reg, NULL, NULL, &list, NULL, &err), &list, "name"),
+              "gateway,sensor");
+    CHECK_STR(keys(registry_thing_type_list(reg, "sensor", NULL, &list, NULL, &err), &list,
+                   "description"),
+              "temp");
+
+    CHECK_INT(registry_thing_type_deprecate(reg, "nope", true, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_thing_type_deprecate(reg, "sensor", true, &err), IOT_OK);
+    CHECK_INT(registry_thing_type_get(reg, "sensor", &t, &err), IOT_OK);
+    CHECK(t.deprecated && t.deprecated_at > 0);
+    registry_thing_type_clear(&t);
+    CHECK_INT(registry_thing_type_deprecate(reg, "sensor", false, &err), IOT_OK);
+    CHECK_INT(registry_thing_type_get(reg, "sensor", &t, &err), IOT_OK);
+    CHECK(!t.deprecated && t.deprecated_at == 0);
+    registry_thing_type_clear(&t);
+
+    CHECK_INT(put_thing_attrs(reg, "dev", "sensor", NULL), IOT_OK);
+    CHECK_INT(registry_thing_type_delete(reg, "sensor", &err), IOT_ERR_DELETE_CONFLICT);
+    CHECK_INT(registry_thing_type_delete(reg, "nope", &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(put_thing_attrs(reg, "dev", NULL, NULL), IOT_OK);
+    CHECK_INT(registry_thing_type_delete(reg, "sensor", &err), IOT_OK);
+    CHECK(!registry_thing_type_exists(reg, "sensor"));
+    registry_close(reg);
+}
+
+static void test_policy_versions(void)
+{
+    struct registry *reg = open_memory();
+    struct iot_error err = {0};
+    struct registry_policy p = {0};
+    cJSON *list = NULL;
+    char *doc = NULL, *next = NULL;
+    long long v = 0, created = 0;
+    bool is_default = false;
+
+    CHECK_INT(registry_policy_info(reg, "p", &p, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_policy_version_add(reg, "p", "{}", false, &v, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_policy_versions(reg, "p", &list, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_policy_create(reg, "p", "{\"v\":1}", &err), IOT_OK);
+    CHECK_INT(registry_policy_info(reg, "p", &p, &err), IOT_OK);
+    CHECK_INT(p.default_version, 1);
+    CHECK_STR(p.document, "{\"v\":1}");
+    registry_policy_clear(&p);
+
+    CHECK_INT(registry_policy_version_add(reg, "p", "{\"v\":2}", false, &v, &err), IOT_OK);
+    CHECK_INT(v, 2);
+    CHECK_INT(registry_policy_get(reg, "p", &doc, &err), IOT_OK);
+    CHECK_STR(doc, "{\"v\":1}"); /* not the default */
+    free(doc);
+    CHECK_INT(registry_policy_version_add(reg, "p", "{\"v\":3}", true, &v, &err), IOT_OK);
+    CHECK_INT(v, 3);
+    CHECK_INT(registry_policy_get(reg, "p", &doc, &err), IOT_OK);
+    CHECK_STR(doc, "{\"v\":3}");
+    free(doc);
+    CHECK_STR(keys(registry_policy_versions(reg, "p", &list, &err), &list, "version"), "1,2,3");
+    CHECK_STR(keys(registry_policy_versions(reg, "p", &list, &err), &list, "is_default"), "0,0,1");
+
+    CHECK_INT(registry_policy_version_get(reg, "p", 2, &doc, &created, &is_default, &err), IOT_OK);
+    CHECK_STR(doc, "{\"v\":2}");
+    CHECK(!is_default && created > 0);
+    free(doc);
+    CHECK_INT(registry_policy_version_get(reg, "p", 9, &doc, NULL, NULL, &err), IOT_ERR_NOT_FOUND);
+    CHECK(doc == NULL);
+
+    CHECK_INT(registry_policy_version_delete(reg, "p", 3, &err), IOT_ERR_DELETE_CONFLICT);
+    CHECK_INT(registry_policy_version_delete(reg, "p", 9, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_policy_version_set_default(reg, "p", 9, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_policy_version_set_default(reg, "p", 1, &err), IOT_OK);
+    CHECK_INT(registry_policy_version_delete(reg, "p", 3, &err), IOT_OK);
+    /* Ids are not reused after the newest is deleted. */
+    CHECK_INT(registry_policy_version_add(reg, "p", "{\"v\":4}", false, &v, &err), IOT_OK);
+    CHECK_INT(v, 4);
+    CHECK_INT(registry_policy_info(reg, "p", &p, &err), IOT_OK);
+    CHECK_INT(p.default_version, 1);
+    CHECK_STR(p.document, "{\"v\":1}");
+    registry_policy_clear(&p);
+
+    /* Listings of policies and of targets in both directions. */
+    CHECK_INT(registry_policy_create(reg, "a", "{}", &err), IOT_OK);
+    CHECK_INT(registry_policy_attach(reg, "p", "t2", &err), IOT_OK);
+    CHECK_INT(registry_policy_attach(reg, "p", "t1", &err), IOT_OK);
+    CHECK_INT(registry_policy_attach(reg, "a", "t1", &err), IOT_OK);
+    struct registry_page pg = {.limit = 1};
+    CHECK_INT(registry_policy_list(reg, &pg, &list, &next, &err), IOT_OK);
+    CHECK_STR(keys(IOT_OK, &list, "name"), "a");
+    pg.after = next;
+    CHECK_STR(keys(registry_policy_list(reg, &pg, &list, &next, &err), &list, "name"), "p");
+    CHECK(next == NULL);
+    free((char *)pg.after);
+    pg = (struct registry_page){.descending = true};
+    CHECK_STR(keys(registry_policy_list(reg, &pg, &list, NULL, &err), &list, "name"), "p,a");
+    CHECK_STR(keys(registry_policy_target_list(reg, "p", NULL, &list, NULL, &err), &list,
+                   "target"),
+              "t1,t2");
+    CHECK_STR(keys(registry_target_policy_list(reg, "t1", NULL, &list, NULL, &err), &list, "name"),
+              "a,p");
+
+    /* DeletePolicy still removes every version. */
+    CHECK_INT(registry_policy_detach(reg, "p", "t1", &err), IOT_OK);
+    CHECK_INT(registry_policy_detach(reg, "p", "t2", &err), IOT_OK);
+    CHECK_INT(registry_policy_delete(reg, "p", &err), IOT_OK);
+    CHECK_INT(registry_policy_create(reg, "p", "{\"new\":1}", &err), IOT_OK);
+    CHECK_STR(keys(registry_policy_versions(reg, "p", &list, &err), &list, "version"), "1");
+    registry_close(reg);
+}
+
+static void test_template_versions(void)
+{
+    struct registry *reg = open_memory();
+    struct iot_error err = {0};
+    struct registry_template t = {0};
+    cJSON *list = NULL;
+    char *body = NULL, *next = NULL;
+    long long v = 0;
+    bool is_default = false;
+
+    CHECK_INT(registry_template_version_list(reg, "t", NULL, &list, &next, &err),
+              IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_template_default_version(reg, "t", &v, &err), IOT_ERR_NOT_FOUND);
+    struct registry_template in = {.name = (char *)"t", .body = (char *)"{\"b\":1}",
+                                   .enabled = true, .created = 10};
+    CHECK_INT(registry_template_put(reg, &in, &err), IOT_OK);
+    CHECK_INT(registry_template_default_version(reg, "t", &v, &err), IOT_OK);
+    CHECK_INT(v, 1);
+    CHECK_INT(registry_template_version_get(reg, "t", 1, &body, NULL, &is_default, &err), IOT_OK);
+    CHECK_STR(body, "{\"b\":1}");
+    CHECK(is_default);
+    free(body);
+
+    CHECK_INT(registry_template_version_add(reg, "t", "{\"b\":2}", false, &v, &err), IOT_OK);
+    CHECK_INT(v, 2);
+    CHECK_INT(registry_template_get(reg, "t", &t, &err), IOT_OK);
+    CHECK_STR(t.body, "{\"b\":1}");
+    registry_template_clear(&t);
+    CHECK_INT(registry_template_version_add(reg, "t", "{\"b\":3}", true, &v, &err), IOT_OK);
+    CHECK_INT(registry_template_get(reg, "t", &t, &err), IOT_OK);
+    CHECK_STR(t.body, "{\"b\":3}"); /* fleet provisioning reads the default's body */
+    CHECK(t.enabled);
+    registry_template_clear(&t);
+
+    struct registry_page pg = {.limit = 2};
+    CHECK_INT(registry_template_version_list(reg, "t", &pg, &list, &next, &err), IOT_OK);
+    CHECK_STR(keys(IOT_OK, &list, "version"), "1,2");
+    CHECK(next != NULL);
+    pg.after = next;
+    CHECK_INT(registry_template_version_list(reg, "t", &pg, &list, &next, &err), IOT_OK);
+    CHECK_STR(keys(IOT_OK, &list, "is_default"), "1");
+    CHECK(next == NULL);
+    free((char *)pg.after);
+
+    CHECK_INT(registry_template_version_delete(reg, "t", 3, &err), IOT_ERR_DELETE_CONFLICT);
+    CHECK_INT(registry_template_version_delete(reg, "t", 7, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_template_version_set_default(reg, "t", 7, &err), IOT_ERR_NOT_FOUND);
+    CHECK_INT(registry_template_version_set_default(reg, "t", 2, &err), IOT_OK);
+    CHECK_INT(registry_template_version_delete(reg, "t", 3, &err), IOT_OK);
+    CHECK_INT(registry_template_version_add(reg, "t", "{\"b\":4}", false, &v, &err), IOT_OK);
+    CHECK_INT(v, 4);
+
+    /* A put (bootstrap reloading a file) rewrites the default version's body. */
+    struct registry_template reload = {.name = (char *)"t", .body = (char *)"{\"file\":1}"};
+    CHECK_INT(registry_template_put(reg, &reload, &err), IOT_OK);
+    CHECK_INT(registry_template_version_get(reg, "t", 2, &body, NULL, &is_default, &err), IOT_OK);
+    CHECK_STR(body, "{\"file\":1}");
+    CHECK(is_default);
+    free(body);
+
+    struct registry_template other = {.name = (char *)"a", .body = (char *)"{}",
+                                      .description = (char *)"first"};
+    CHECK_INT(registry_template_put(reg, &other, &err), IOT_OK);
+    CHECK_STR(keys(registry_template_list(reg, NULL, &list, NULL, &err), &list, "name"), "a,t");
+    CHECK_STR(keys(registry_template_list(reg, NULL, &list, NULL, &err), &list, "enabled"), "0,0");
+
+    CHECK_INT(registry_template_delete(reg, "t", &err), IOT_OK);
+    CHECK_INT(registry_template_put(reg, &in, &err), IOT_OK); /* same name again: fresh versions */
+    CHECK_STR(keys(registry_template_version_list(reg, "t", NULL, &list, NULL, &err), &list,
+                   "version"),
+              "1");
+    registry_close(reg);
+}
+
+static void test_events_and_reset(void)
+{
+    struct registry *reg = open_memory();
+    struct iot_error err = {0};
+    cJSON *cfg = NULL, *list = NULL;
+    long long created = -1, modified = -1;
+    char cert[65];
+    make_id(cert, 90);
+
+    CHECK_INT(registry_event_configs(reg, &cfg, &created, &modified, &err), IOT_OK);
+    CHECK_INT(cJSON_GetArraySize(cfg), 0);
+    CHECK_INT(created, 0);
+    cJSON_Delete(cfg);
+    CHECK(!registry_event_enabled(reg, "THING"));
+    CHECK_INT(registry_event_config_set(reg, "", true, &err), IOT_ERR_INVALID_REQUEST);
+    CHECK_INT(registry_event_config_set(reg, "THING", true, &err), IOT_OK);
+    CHECK_INT(registry_event_config_set(reg, "POLICY", false, &err), IOT_OK);
+    CHECK(registry_event_enabled(reg, "THING"));
+    CHECK(!registry_event_enabled(reg, "POLICY"));
+    CHECK_INT(registry_event_config_set(reg, "THING", false, &err), IOT_OK);
+    CHECK(!registry_event_enabled(reg, "THING"));
+    CHECK_INT(registry_event_configs(reg, &cfg, &created, &modified, &err), IOT_OK);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(cfg, "THING")));
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(cfg, "POLICY")));
+    CHECK(created > 0 && modified >= created);
+    cJSON_Delete(cfg);
+
+    /* Reset empties every table, foreign keys notwithstanding, and the registry stays usable. */
+    CHECK_INT(add_cert(reg, cert, CERT_STATUS_ACTIVE), IOT_OK);
+    CHECK_INT(add_thing(reg, "dev"), IOT_OK);
+    CHECK_INT(registry_thing_group_put(reg, "g", &err), IOT_OK);
+    CHECK_INT(registry_thing_group_add(reg, "g", "dev", &err), IOT_OK);
+    CHECK_INT(registry_thing_principal_attach(reg, "dev", cert, &err), IOT_OK);
+    CHECK_INT(registry_policy_create(reg, "p", "{}", &err), IOT_OK);
+    CHECK_INT(registry_policy_attach(reg, "p", cert, &err), IOT_OK);
+    CHECK_INT(registry_token_put(reg, "h", cert, 99, &err), IOT_OK);
+    uint64_t v = registry_version(reg);
+    CHECK_INT(registry_reset(reg, &err), IOT_OK);
+    CHECK(registry_version(reg) > v);
+    enum cert_status s;
+    CHECK_INT(registry_cert_status(reg, cert, &s), IOT_ERR_NOT_FOUND);
+    CHECK(!registry_thing_group_exists(reg, "g"));
+    CHECK_STR(keys(registry_thing_list(reg, NULL, NULL, &list, NULL, &err), &list, "name"), "");
+    CHECK_STR(keys(registry_policy_list(reg, NULL, &list, NULL, &err), &list, "name"), "");
+    CHECK_INT(registry_token_find(reg, "h", NULL, NULL), IOT_ERR_NOT_FOUND);
+    CHECK(!registry_event_enabled(reg, "THING"));
+    CHECK_INT(add_cert(reg, cert, CERT_STATUS_ACTIVE), IOT_OK);
+    /* Inside a caller's transaction it is undone with it. */
+    CHECK_INT(registry_begin(reg), IOT_OK);
+    CHECK_INT(registry_reset(reg, &err), IOT_OK);
+    registry_rollback(reg);
+    CHECK_INT(registry_cert_status(reg, cert, &s), IOT_OK);
+    registry_close(reg);
+}
+
+/* A registry written before the control-plane columns existed gains them and keeps its data. */
+static void test_added_columns(const char *dir)
+{
+    struct registry *reg = NULL;
+    struct iot_error err = {0};
+    char path[512], cert[65];
+    struct registry_cert_meta meta;
+    struct registry_thing_type t = {0};
+    long long v = 0;
+    make_id(cert, 91);
+    snprintf(path, sizeof(path), "%s/old.db", dir);
+    CHECK_INT(registry_open(path, &reg, &err), IOT_OK);
+    if (reg == NULL)
+        return;
+    CHECK_INT(add_cert(reg, cert, CERT_STATUS_ACTIVE), IOT_OK);
+    CHECK_INT(registry_thing_type_put(reg, "sensor", &err), IOT_OK);
+    struct registry_template tpl = {.name = (char *)"t", .body = (char *)"{\"old\":1}"};
+    CHECK_INT(registry_template_put(reg, &tpl, &err), IOT_OK);
+    registry_close(reg);
+    sqlite_run(path, "ALTER TABLE certificates DROP COLUMN customer_version;"
+                     "ALTER TABLE certificates DROP COLUMN claim_template;"
+                     "ALTER TABLE thing_types DROP COLUMN id;"
+                     "ALTER TABLE templates DROP COLUMN default_version;"
+                     "DROP TABLE template_versions; DROP TABLE event_configurations;");
+    reg = NULL;
+    CHECK_INT(registry_open(path, &reg, &err), IOT_OK);
+    if (reg == NULL)
+        return;
+    CHECK_INT(registry_cert_get_meta(reg, cert, &meta, &err), IOT_OK);
+    CHECK_INT(meta.customer_version, 1);
+    CHECK_STR(meta.claim_template, "");
+    CHECK_INT(registry_thing_type_get(reg, "sensor", &t, &err), IOT_OK);
+    CHECK(t.id != NULL && strlen(t.id) == 36);
+    registry_thing_type_clear(&t);
+    CHECK_INT(registry_template_default_version(reg, "t", &v, &err), IOT_OK);
+    CHECK_INT(v, 1);
+    char *body = NULL;
+    CHECK_INT(registry_template_version_get(reg, "t", 1, &body, NULL, NULL, &err), IOT_OK);
+    CHECK_STR(body, "{\"old\":1}");
+    free(body);
+    CHECK_INT(registry_event_config_set(reg, "THING", true, &err), IOT_OK);
+    registry_close(reg);
+}
+
 static void remove_dir(const char *dir)
 {
     static const char *const names[] = {"garbage.txt",  "other.db",        "newer.db",
                                         "registry.db",  "registry.db-wal", "registry.db-shm",
-                                        "newer.db-wal", "newer.db-shm"};
+                                        "newer.db-wal", "newer.db-shm",    "old.db",
+                                        "old.db-wal",   "old.db-shm"};
     char path[512];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
@@ -1039,6 +1600,13 @@ int main(void)
     test_isolation();
     test_concurrency();
     test_file_registry(dir);
+    test_cert_list_and_claims();
+    test_thing_lists();
+    test_thing_types();
+    test_policy_versions();
+    test_template_versions();
+    test_events_and_reset();
+    test_added_columns(dir);
     remove_dir(dir);
     return check_summary();
 }

@@ -1,0 +1,221 @@
+/* Authorization: IoT policies evaluated on every CONNECT, PUBLISH, SUBSCRIBE and delivery
+ * (shared/spec/broker-and-policy.md §2, §3, §8.1). Each connection keeps its policy context and
+ * its compiled policies; both are rebuilt when the registry's version moves, so a policy,
+ * attachment or thing change applies to connected clients at their next action. The cost of a
+ * check depends only on the policies that apply to that client. */
+#include "plugin.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+static void free_policies(struct conn *c)
+{
+    for (size_t i = 0; i < c->n_policies; i++)
+        policy_free(c->policies[i]);
+    free(c->policies);
+    c->policies = NULL;
+    c->n_policies = 0;
+}
+
+static void free_thing(struct conn *c)
+{
+    for (size_t i = 0; i < c->n_attrs; i++) {
+        free((char *)c->attrs[i].name);
+        free((char *)c->attrs[i].value);
+    }
+    free(c->attrs);
+    c->attrs = NULL;
+    c->n_attrs = 0;
+    free(c->thing_type);
+    c->thing_type = NULL;
+    c->ctx.thing_associated = false;
+    c->ctx.thing_name = NULL;
+    c->ctx.thing_type_name = NULL;
+    c->ctx.thing_attributes = NULL;
+    c->ctx.n_thing_attributes = 0;
+    c->ctx.is_attached = POLICY_BOOL_ABSENT;
+}
+
+static bool array_has(const cJSON *array, const char *s)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, array) if (cJSON_IsString(item) && strcmp(item->valuestring, s) == 0)
+        return true;
+    return false;
+}
+
+/* §1.4: non-exclusive association — the client id names a thing the certificate is attached to. */
+static void load_thing(struct plugin *p, struct conn *c)
+{
+    cJSON *things = NULL;
+    struct registry_thing t = {0};
+    registry_principal_things(p->reg, c->cert_id, &things);
+    bool attached = array_has(things, c->client_id);
+    cJSON_Delete(things);
+    if (registry_thing_get(p->reg, c->client_id, &t, NULL) != IOT_OK) {
+        c->ctx.is_attached = POLICY_BOOL_ABSENT;
+        return;
+    }
+    c->ctx.is_attached = attached ? POLICY_BOOL_TRUE : POLICY_BOOL_FALSE;
+    if (attached) {
+        c->ctx.thing_associated = true;
+        c->ctx.thing_name = c->client_id;
+        c->thing_type = t.type_name ? strdup(t.type_name) : NULL;
+        c->ctx.thing_type_name = c->thing_type;
+        int n = cJSON_GetArraySize(t.attributes);
+        c->attrs = n > 0 ? calloc((size_t)n, sizeof(*c->attrs)) : NULL;
+        const cJSON *a;
+        cJSON_ArrayForEach(a, t.attributes)
+        {
+            if (c->attrs && cJSON_IsString(a)) {
+                c->attrs[c->n_attrs].name = strdup(a->string);
+                c->attrs[c->n_attrs].value = strdup(a->valuestring);
+                c->n_attrs++;
+            }
+        }
+        c->ctx.thing_attributes = c->attrs;
+        c->ctx.n_thing_attributes = c->n_attrs;
+    }
+    registry_thing_clear(&t);
+}
+
+static void add_policy(struct plugin *p, struct conn *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_policies; i++)
+        if (strcmp(policy_name(c->policies[i]), name) == 0)
+            return;
+    char *doc = NULL;
+    struct policy *pol = NULL;
+    struct iot_error err = {0};
+    if (registry_policy_get(p->reg, name, &doc, NULL) == IOT_OK &&
+        policy_compile(name, doc, strlen(doc), &pol, &err) == IOT_OK) {
+        struct policy **grown = realloc(c->policies, (c->n_policies + 1) * sizeof(*grown));
+        if (grown) {
+            c->policies = grown;
+            c->policies[c->n_policies++] = pol;
+            pol = NULL;
+        }
+    } else if (doc) {
+        mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: policy %s does not compile: %s", name,
+                             err.message);
+    }
+    policy_free(pol);
+    free(doc);
+}
+
+static void add_target_policies(struct plugin *p, struct conn *c, const char *target)
+{
+    cJSON *names = NULL;
+    if (registry_target_policies(p->reg, target, &names) != IOT_OK)
+        return;
+    const cJSON *n;
+    cJSON_ArrayForEach(n, names) if (cJSON_IsString(n)) add_policy(p, c, n->valuestring);
+    cJSON_Delete(names);
+}
+
+/* The union of the certificate's policies and, for an associated thing, its groups' (§2.6). */
+static void load_policies(struct plugin *p, struct conn *c)
+{
+    add_target_policies(p, c, c->cert_id);
+    if (!c->ctx.thing_associated)
+        return;
+    cJSON *groups = NULL;
+    registry_thing_groups(p->reg, c->client_id, &groups);
+    const cJSON *g;
+    cJSON_ArrayForEach(g, groups)
+    {
+        char arn[512];
+        snprintf(arn, sizeof(arn), "arn:aws:iot:%s:%s:thinggroup/%s", p->opt.region,
+                 p->opt.account_id, g->valuestring);
+        add_target_policies(p, c, g->valuestring);
+        add_target_policies(p, c, arn);
+    }
+    cJSON_Delete(groups);
+}
+
+static void refresh(struct plugin *p, struct conn *c)
+{
+    uint64_t v = registry_version(p->reg);
+    if (c->loaded_version == v)
+        return;
+    free_policies(c);
+    free_thing(c);
+    load_thing(p, c);
+    load_policies(p, c);
+    c->loaded_version = v;
+}
+
+bool authz_prepare(struct plugin *p, struct conn *c, struct mosquitto *client, X509 *cert)
+{
+    struct iot_error err = {0};
+    authz_clear(c);
+    policy_context_init(&c->ctx);
+    if (policy_context_from_cert(&c->ctx, cert, &err) != IOT_OK) {
+        mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: certificate variables unavailable: %s",
+                             err.message);
+        return false;
+    }
+    c->protocol_version = mosquitto_client_protocol_version(client);
+    c->ctx.region = p->opt.region;
+    c->ctx.account = p->opt.account_id;
+    c->ctx.client_id = c->client_id;
+    c->ctx.certificate_id = c->cert_id;
+    free(c->source_ip);
+    const char *ip = mosquitto_client_address(client);
+    c->source_ip = ip ? strdup(ip) : NULL;
+    c->ctx.source_ip = c->source_ip;
+    if (!mosquitto_client_clean_session(client))
+        c->ctx.connect_attributes |= POLICY_CONNECT_PERSISTENT;
+    c->loaded_version = 0;
+    return true;
+}
+
+void authz_clear(struct conn *c)
+{
+    free_policies(c);
+    free_thing(c);
+    policy_context_cleanup(&c->ctx);
+    free(c->source_ip);
+    c->source_ip = NULL;
+    c->loaded_version = 0;
+}
+
+bool authz_allowed(struct plugin *p, struct conn *c, enum policy_action action, const char *name)
+{
+    char arn[POLICY_ARN_MAX];
+    struct policy_decision d;
+    const char *why = NULL;
+    if (action != POLICY_ACTION_CONNECT &&
+        policy_reserved_check(action, name, &why) == POLICY_RESERVED_DENIED) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "iotmock: %s refused | client=%s | cert=%s | topic=%s | reserved "
+                             "topic: %s",
+                             policy_action_name(action), c->client_id, c->cert_id, name,
+                             why ? why : "not allowed on AWS IoT");
+        return false;
+    }
+    refresh(p, c);
+    size_t len = policy_arn_for(arn, sizeof(arn), &c->ctx, action, name, strlen(name));
+    if (len == 0 || len >= sizeof(arn))
+        return false;
+    if (policy_evaluate((const struct policy *const *)c->policies, c->n_policies, &c->ctx, action,
+                        arn, len, &d) != IOT_OK)
+        return false;
+    if (d.effect == POLICY_ALLOW)
+        return true;
+    /* Every refusal explained on one line: what AWS never says. */
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotmock: %s refused | client=%s | cert=%s | %s",
+                         policy_action_name(action), c->client_id, c->cert_id, d.explanation);
+    return false;
+}
+
+int authz_deny_code(const struct plugin *p, const struct conn *c)
+{
+    /* MQTT 3.1.1 cannot carry a refusal: AWS closes the connection (§3.2, §3.3). Mosquitto does
+     * the same when an ACL check fails with anything but MOSQ_ERR_ACL_DENIED. */
+    if (c->protocol_version == 5 || p->opt.friendly)
+        return MOSQ_ERR_ACL_DENIED;
+    return MOSQ_ERR_AUTH;
+}
