@@ -12,6 +12,8 @@
 
 #include "bootstrap.h"
 #include "ca.h"
+#include "quota.h"
+#include "trust.h"
 
 #define DEFAULT_MOSQUITTO "/usr/sbin/mosquitto"
 
@@ -21,7 +23,60 @@ struct serve_opts {
     long token_ttl;
     int in_memory;
     int friendly;
+    unsigned without;      /* AWS behaviours switched off (--without), bits of AWS_BEHAVIOURS */
+    int alpn_port;         /* a second MQTT listener (e.g. 443), 0 = none */
+    unsigned max_keepalive;
 };
+
+/* AWS IoT Core behaviours that differ from stock Mosquitto, all on unless named in --without
+ * (shared/spec/broker-and-policy.md §4, §5, §8.3). */
+static const char *const AWS_BEHAVIOURS[] = {
+#define W_QOS_LIMIT (1u << 0)
+    "qos-limit", /* max_qos 1: no QoS 2 (§4.1) */
+#define W_PAYLOAD_LIMIT (1u << 1)
+    "payload-limit", /* 128 KB payloads (§4.5) */
+#define W_TOPIC_LIMITS (1u << 2)
+    "topic-limits", /* 256 bytes, 7 slashes (§4.4) */
+#define W_SUBSCRIPTION_LIMIT (1u << 3)
+    "subscription-limit", /* 50 per connection (§4.6) */
+#define W_CLIENT_ID_RULES (1u << 4)
+    "client-id-rules", /* 128 bytes, no leading $ (§4.2) */
+#define W_KEEPALIVE_CLAMP (1u << 5)
+    "keepalive-clamp", /* 0 and above the maximum mean the maximum (§4.3) */
+#define W_RETAINED_EXACT (1u << 6)
+    "retained-exact", /* retained messages on subscribe only to exact filters (§4.8) */
+#define W_HASH_PARENT (1u << 7)
+    "hash-parent", /* `#` does not match its parent level (§4.4) */
+#define W_LIFECYCLE_EVENTS (1u << 8)
+    "lifecycle-events", /* $aws/events/presence|subscriptions (§5) */
+#define W_MQTT5_LIMITS (1u << 9)
+    "mqtt5-limits", /* topic alias maximum 8, receive maximum 100 (§4.6, §4.10) */
+#define W_SESSION_EXPIRY (1u << 10)
+    "session-expiry", /* persistent sessions end after 1 h offline (§4.7) */
+};
+#define N_AWS_BEHAVIOURS (sizeof(AWS_BEHAVIOURS) / sizeof(AWS_BEHAVIOURS[0]))
+
+/* Adds the behaviours named in LIST (comma-separated) to *WITHOUT; 0 for an unknown name. */
+static int parse_without(const char *list, unsigned *without)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", list);
+    char *save = NULL;
+    for (char *name = strtok_r(buf, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        size_t i = 0;
+        while (i < N_AWS_BEHAVIOURS && strcmp(name, AWS_BEHAVIOURS[i]) != 0)
+            i++;
+        if (i == N_AWS_BEHAVIOURS) {
+            fprintf(stderr, "iotmock: --without %s: not one of", name);
+            for (size_t j = 0; j < N_AWS_BEHAVIOURS; j++)
+                fprintf(stderr, " %s", AWS_BEHAVIOURS[j]);
+            fprintf(stderr, "\n");
+            return 0;
+        }
+        *without |= 1u << i;
+    }
+    return 1;
+}
 
 static void usage(FILE *to)
 {
@@ -30,8 +85,14 @@ static void usage(FILE *to)
             "                     [--bind ADDR] [--region R] [--account-id ID]\n"
             "                     [--lambda-endpoint URL] [--templates-dir DIR]\n"
             "                     [--token-ttl SECONDS] [--in-memory] [--friendly]\n"
+            "                     [--alpn-port N] [--max-keepalive SECONDS]\n"
+            "                     [--without BEHAVIOUR[,BEHAVIOUR...]]\n"
+            "       iotmock trust|untrust [--state-dir DIR]\n"
             "defaults: ./.iotmock, localhost, 8883 (MQTT over TLS), 4580 (HTTP), 127.0.0.1,\n"
-            "          us-east-1, 123456789012\n");
+            "          us-east-1, 123456789012\n"
+            "behaviours --without switches off: qos-limit payload-limit topic-limits\n"
+            "  subscription-limit client-id-rules keepalive-clamp retained-exact hash-parent\n"
+            "  lifecycle-events mqtt5-limits session-expiry\n");
 }
 
 static int parse_port(const char *s, int *out)
@@ -55,10 +116,13 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         {"templates-dir", required_argument, NULL, 't'},
         {"token-ttl", required_argument, NULL, 'T'}, {"in-memory", no_argument, NULL, 'M'},
         {"friendly", no_argument, NULL, 'F'},
+        {"alpn-port", required_argument, NULL, 'A'}, {"without", required_argument, NULL, 'W'},
+        {"max-keepalive", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
     *o = (struct serve_opts){.state_dir = "./.iotmock", .host = "localhost", .bind = "127.0.0.1",
                              .region = "us-east-1", .account_id = "123456789012",
-                             .mqtt_port = 8883, .http_port = 4580, .token_ttl = 3600};
+                             .mqtt_port = 8883, .http_port = 4580, .token_ttl = 3600,
+                             .max_keepalive = QUOTA_KEEPALIVE_MAX};
     int c;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (c) {
@@ -71,6 +135,22 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         case 't': o->templates_dir = optarg; break;
         case 'M': o->in_memory = 1; break;
         case 'F': o->friendly = 1; break;
+        case 'A':
+            if (!parse_port(optarg, &o->alpn_port))
+                return 0;
+            break;
+        case 'W':
+            if (!parse_without(optarg, &o->without))
+                return 0;
+            break;
+        case 'K': {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v < 10 || v > 65535) /* Mosquitto's range */
+                return 0;
+            o->max_keepalive = (unsigned)v;
+            break;
+        }
         case 'T':
             o->token_ttl = atol(optarg);
             if (o->token_ttl < 1)
@@ -105,6 +185,54 @@ static const char *current_user(void)
     return pw ? pw->pw_name : "root";
 }
 
+/* One MQTT over TLS listener, client certificate required; AWS's Maximum QoS 1 and topic alias
+ * maximum are per listener in Mosquitto. */
+static void write_listener(FILE *f, int port, const char *state, const struct serve_opts *o)
+{
+    fprintf(f,
+            "listener %d %s\n"
+            "cafile %s/root-ca.pem\n"
+            "certfile %s/%s\n"
+            "keyfile %s/%s\n"
+            "require_certificate true\n",
+            port, o->bind, state, state, BOOTSTRAP_SERVER_CERT, state, BOOTSTRAP_SERVER_KEY);
+    if (!(o->without & W_QOS_LIMIT))
+        fprintf(f, "max_qos 1\n");
+    if (!(o->without & W_MQTT5_LIMITS))
+        fprintf(f, "max_topic_alias 8\n");
+}
+
+/* AWS's broker behaviour: Mosquitto's own settings where it has one, the plugin's otherwise.
+ * The broker log file is read back by the plugin for disconnect reasons (plugin/broker_log.c). */
+static void write_aws_config(FILE *f, const char *state, const struct serve_opts *o)
+{
+    unsigned w = o->without;
+    fprintf(f, "log_dest file %s/broker.log\n", state);
+    if (!(w & W_KEEPALIVE_CLAMP))
+        fprintf(f, "max_keepalive %u\n", o->max_keepalive);
+    if (!(w & W_MQTT5_LIMITS))
+        fprintf(f, "max_inflight_messages 100\n");
+    if (!(w & W_SESSION_EXPIRY))
+        fprintf(f, "persistent_client_expiration 1h\n");
+    fprintf(f,
+            "plugin_opt_broker_log %s/broker.log\n"
+            "plugin_opt_payload_limit %d\n"
+            "plugin_opt_topic_limits %s\n"
+            "plugin_opt_subscription_limit %d\n"
+            "plugin_opt_client_id_rules %s\n"
+            "plugin_opt_keepalive_max %u\n"
+            "plugin_opt_retained_exact %s\n"
+            "plugin_opt_hash_parent %s\n"
+            "plugin_opt_lifecycle_events %s\n",
+            state, w & W_PAYLOAD_LIMIT ? 0 : QUOTA_PAYLOAD_MAX,
+            w & W_TOPIC_LIMITS ? "false" : "true",
+            w & W_SUBSCRIPTION_LIMIT ? 0 : QUOTA_SUBSCRIPTIONS_MAX,
+            w & W_CLIENT_ID_RULES ? "false" : "true",
+            w & W_KEEPALIVE_CLAMP ? 0 : o->max_keepalive,
+            w & W_RETAINED_EXACT ? "false" : "true", w & W_HASH_PARENT ? "false" : "true",
+            w & W_LIFECYCLE_EVENTS ? "false" : "true");
+}
+
 static int write_config(const char *path, const char *state, const struct serve_opts *o,
                         const char *templates_dir)
 {
@@ -118,13 +246,12 @@ static int write_config(const char *path, const char *state, const struct serve_
                "user %s\n"
                "log_dest stderr\n"
                "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-               "connection_messages true\n"
-               "listener %d %s\n"
-               "cafile %s/root-ca.pem\n"
-               "certfile %s/%s\n"
-               "keyfile %s/%s\n"
-               "require_certificate true\n"
-               "plugin %s\n"
+               "connection_messages true\n",
+            current_user());
+    write_listener(f, o->mqtt_port, state, o);
+    if (o->alpn_port)
+        write_listener(f, o->alpn_port, state, o);
+    fprintf(f, "plugin %s\n"
                "plugin_opt_state_dir %s\n"
                "plugin_opt_data_dir %s\n"
                "plugin_opt_bind %s\n"
@@ -132,8 +259,7 @@ static int write_config(const char *path, const char *state, const struct serve_
                "plugin_opt_region %s\n"
                "plugin_opt_account_id %s\n"
                "plugin_opt_token_ttl %ld\n",
-            current_user(), o->mqtt_port, o->bind, state, state, BOOTSTRAP_SERVER_CERT, state,
-            BOOTSTRAP_SERVER_KEY, env_or("IOTMOCK_PLUGIN", IOTMOCK_PLUGIN_PATH), state,
+            env_or("IOTMOCK_PLUGIN", IOTMOCK_PLUGIN_PATH), state,
             env_or("IOTMOCK_DATA_DIR", IOTMOCK_DATA_DIR), o->bind, o->http_port, o->region,
             o->account_id, o->token_ttl);
     if (o->lambda_endpoint)
@@ -144,6 +270,7 @@ static int write_config(const char *path, const char *state, const struct serve_
         fprintf(f, "plugin_opt_registry :memory:\n");
     if (o->friendly)
         fprintf(f, "plugin_opt_friendly true\n");
+    write_aws_config(f, state, o);
     return fclose(f) == 0;
 }
 
@@ -158,6 +285,9 @@ static void banner(const char *state, const struct serve_opts *o)
            "                  template fleet-default)\n",
            o->host, o->mqtt_port, o->bind, o->bind, o->http_port, o->region, o->account_id, state,
            state, state);
+    if (o->alpn_port)
+        printf("  MQTT also on port %d (for clients that use 443 with ALPN x-amzn-mqtt-ca)\n",
+               o->alpn_port);
     fflush(stdout);
 }
 
@@ -227,6 +357,8 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0)
         return serve(argc - 1, argv + 1);
+    if (argc >= 2 && (strcmp(argv[1], "trust") == 0 || strcmp(argv[1], "untrust") == 0))
+        return trust_main(argc - 1, argv + 1, strcmp(argv[1], "trust") == 0);
     usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
     return 2;
 }

@@ -52,9 +52,12 @@ char *bootstrap_read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* DIR/NAME into OUT; a path too long for OUT is cut to "" so it names no file at all. */
 static void join(char *out, size_t out_len, const char *dir, const char *name)
 {
-    snprintf(out, out_len, "%s/%s", dir, name);
+    int n = snprintf(out, out_len, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= out_len)
+        out[0] = '\0';
 }
 
 static int exists(const char *path)

@@ -159,15 +159,29 @@ static enum iot_err reject(struct fleet_response *out, const struct fleet_reques
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
+/* What may follow the JSON value: white space, and NUL bytes that C clients send as terminators
+ * (anything else makes the payload invalid, as every other parser of iotmock decides). */
+static bool only_padding(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != '\0' && s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+            return false;
+    return true;
+}
+
 /* Parses a request body into an object. An empty payload counts as {} (the C SDK sends zero
  * bytes); a CBOR body must be a map (cbor_codec.h). */
 static enum iot_err parse_body(const struct fleet_request *req, cJSON **out, struct iot_error *err)
 {
     if (req->topic->format == FLEET_FORMAT_CBOR)
         return cbor_codec_decode(req->payload, req->payload_len, out, err);
-    const char *p = req->payload;
+    const char *p = req->payload, *end = NULL;
     size_t n = req->payload_len;
-    *out = n == 0 ? cJSON_CreateObject() : cJSON_ParseWithLength(p, n);
+    *out = n == 0 ? cJSON_CreateObject() : cJSON_ParseWithLengthOpts(p, n, &end, false);
+    if (*out != NULL && end != NULL && !only_padding(end, (size_t)(p + n - end))) {
+        cJSON_Delete(*out);
+        *out = NULL;
+    }
     if (*out == NULL)
         return iot_error_set(err, IOT_ERR_INVALID_PAYLOAD, "Request payload is not valid JSON");
     if (!cJSON_IsObject(*out)) {

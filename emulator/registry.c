@@ -473,7 +473,8 @@ static enum iot_err column_exists(struct registry *reg, const char *table, const
 static enum iot_err add_columns(struct registry *reg, struct iot_error *err)
 {
     enum iot_err code = IOT_OK;
-    for (size_t i = 0; code == IOT_OK && i < sizeof(ADDED_COLUMNS) / sizeof(ADDED_COLUMNS[0]); i++) {
+    for (size_t i = 0; code == IOT_OK && i < sizeof(ADDED_COLUMNS) / sizeof(ADDED_COLUMNS[0]);
+         i++) {
         bool present = false;
         code = column_exists(reg, ADDED_COLUMNS[i].table, ADDED_COLUMNS[i].column, &present, err);
         if (code != IOT_OK || present)
@@ -957,8 +958,9 @@ bool registry_thing_type_exists(struct registry *reg, const char *name)
 
 enum iot_err registry_thing_type_put(struct registry *reg, const char *name, struct iot_error *err)
 {
-    return put_name(reg, "INSERT OR IGNORE INTO thing_types (name, created, id) VALUES (?1, ?2, ?3)", name,
-                    "Thing type name", err);
+    return put_name(reg,
+                    "INSERT OR IGNORE INTO thing_types (name, created, id) VALUES (?1, ?2, ?3)",
+                    name, "Thing type name", err);
 }
 
 bool registry_thing_group_exists(struct registry *reg, const char *name)
@@ -968,8 +970,9 @@ bool registry_thing_group_exists(struct registry *reg, const char *name)
 
 enum iot_err registry_thing_group_put(struct registry *reg, const char *name, struct iot_error *err)
 {
-    return put_name(reg, "INSERT OR IGNORE INTO thing_groups (name, created, id) VALUES (?1, ?2, ?3)", name,
-                    "Thing group name", err);
+    return put_name(reg,
+                    "INSERT OR IGNORE INTO thing_groups (name, created, id) VALUES (?1, ?2, ?3)",
+                    name, "Thing group name", err);
 }
 
 static enum iot_err require_group_and_thing(struct registry *reg, const char *group,
@@ -1539,6 +1542,7 @@ static enum iot_err select_objects(struct registry *reg, const char *sql, const 
                 code = oom(err);
         }
         free(last);
+        last = NULL;
         const char *cursor = (const char *)sqlite3_column_text(st, 0);
         if (code == IOT_OK && (last = strdup(cursor ? cursor : "")) == NULL)
             code = oom(err);
@@ -1602,10 +1606,9 @@ static enum iot_err select_page(struct registry *reg, const struct page_query *q
 enum iot_err registry_cert_list(struct registry *reg, const struct registry_page *pg, cJSON **out,
                                 char **next, struct iot_error *err)
 {
-    static const struct page_query q = {
-        .cursor = "printf('%020d/%s', created, id)",
-        .columns = "id, status, ca_id, created, modified",
-        .from = "FROM certificates WHERE claim_template IS NULL"};
+    static const struct page_query q = {.cursor = "printf('%020d/%s', created, id)",
+                                        .columns = "id, status, ca_id, created, modified",
+                                        .from = "FROM certificates WHERE claim_template IS NULL"};
     struct arg args[PAGE_FIXED_ARGS];
     return select_page(reg, &q, pg, args, PAGE_FIXED_ARGS, out, next, err);
 }
@@ -1628,9 +1631,14 @@ enum iot_err registry_thing_list(struct registry *reg, const struct registry_thi
     static const struct registry_thing_filter none = {0};
     if (f == NULL)
         f = &none;
-    struct arg args[] = {{0}, {0}, ARG_TEXT(f->type_name), ARG_TEXT(f->attribute_name),
-                         ARG_TEXT(f->attribute_value), ARG_NUM(f->attribute_prefix),
-                         ARG_TEXT(f->group), ARG_NUM(f->recursive)};
+    struct arg args[] = {{0},
+                         {0},
+                         ARG_TEXT(f->type_name),
+                         ARG_TEXT(f->attribute_name),
+                         ARG_TEXT(f->attribute_value),
+                         ARG_NUM(f->attribute_prefix),
+                         ARG_TEXT(f->group),
+                         ARG_NUM(f->recursive)};
     return select_page(reg, &q, pg, args, (int)(sizeof(args) / sizeof(args[0])), out, next, err);
 }
 
@@ -1647,10 +1655,9 @@ enum iot_err registry_thing_type_list(struct registry *reg, const char *name,
     return select_page(reg, &q, pg, args, 3, out, next, err);
 }
 
-enum iot_err registry_thing_group_list(struct registry *reg, const char *parent,
-                                       const char *prefix, bool recursive,
-                                       const struct registry_page *pg, cJSON **out, char **next,
-                                       struct iot_error *err)
+enum iot_err registry_thing_group_list(struct registry *reg, const char *parent, const char *prefix,
+                                       bool recursive, const struct registry_page *pg, cJSON **out,
+                                       char **next, struct iot_error *err)
 {
     static const struct page_query q = {
         .with = "WITH RECURSIVE sub(name) AS (SELECT ?4 UNION"
@@ -1660,8 +1667,11 @@ enum iot_err registry_thing_group_list(struct registry *reg, const char *parent,
         .from = "FROM thing_groups WHERE (?3 IS NULL OR substr(name, 1, length(?3)) = ?3)"
                 " AND (?4 IS NULL OR (?5 AND name <> ?4 AND name IN (SELECT name FROM sub))"
                 " OR (NOT ?5 AND parent = ?4))"};
-    struct arg args[] = {{0}, {0}, ARG_TEXT(empty(prefix) ? NULL : prefix),
-                         ARG_TEXT(empty(parent) ? NULL : parent), ARG_NUM(recursive)};
+    struct arg args[] = {{0},
+                         {0},
+                         ARG_TEXT(empty(prefix) ? NULL : prefix),
+                         ARG_TEXT(empty(parent) ? NULL : parent),
+                         ARG_NUM(recursive)};
     return select_page(reg, &q, pg, args, 5, out, next, err);
 }
 
@@ -1677,8 +1687,8 @@ enum iot_err registry_thing_group_list_for_thing(struct registry *reg, const cha
 }
 
 enum iot_err registry_thing_principal_list(struct registry *reg, const char *thing,
-                                           const struct registry_page *pg, cJSON **out,
-                                           char **next, struct iot_error *err)
+                                           const struct registry_page *pg, cJSON **out, char **next,
+                                           struct iot_error *err)
 {
     static const struct page_query q = {.cursor = "principal",
                                         .columns = "principal",
@@ -1688,8 +1698,8 @@ enum iot_err registry_thing_principal_list(struct registry *reg, const char *thi
 }
 
 enum iot_err registry_principal_thing_list(struct registry *reg, const char *principal,
-                                           const struct registry_page *pg, cJSON **out,
-                                           char **next, struct iot_error *err)
+                                           const struct registry_page *pg, cJSON **out, char **next,
+                                           struct iot_error *err)
 {
     static const struct page_query q = {.cursor = "thing",
                                         .columns = "thing",
@@ -1698,8 +1708,8 @@ enum iot_err registry_principal_thing_list(struct registry *reg, const char *pri
     return select_page(reg, &q, pg, args, 3, out, next, err);
 }
 
-enum iot_err registry_policy_list(struct registry *reg, const struct registry_page *pg,
-                                  cJSON **out, char **next, struct iot_error *err)
+enum iot_err registry_policy_list(struct registry *reg, const struct registry_page *pg, cJSON **out,
+                                  char **next, struct iot_error *err)
 {
     static const struct page_query q = {
         .cursor = "name", .columns = "name, created", .from = "FROM policies WHERE 1"};
@@ -1708,8 +1718,8 @@ enum iot_err registry_policy_list(struct registry *reg, const struct registry_pa
 }
 
 enum iot_err registry_policy_target_list(struct registry *reg, const char *policy,
-                                         const struct registry_page *pg, cJSON **out,
-                                         char **next, struct iot_error *err)
+                                         const struct registry_page *pg, cJSON **out, char **next,
+                                         struct iot_error *err)
 {
     static const struct page_query q = {
         .cursor = "target", .columns = "target", .from = "FROM policy_targets WHERE policy = ?3"};
@@ -1718,11 +1728,12 @@ enum iot_err registry_policy_target_list(struct registry *reg, const char *polic
 }
 
 enum iot_err registry_target_policy_list(struct registry *reg, const char *target,
-                                         const struct registry_page *pg, cJSON **out,
-                                         char **next, struct iot_error *err)
+                                         const struct registry_page *pg, cJSON **out, char **next,
+                                         struct iot_error *err)
 {
-    static const struct page_query q = {
-        .cursor = "policy", .columns = "policy AS name", .from = "FROM policy_targets WHERE target = ?3"};
+    static const struct page_query q = {.cursor = "policy",
+                                        .columns = "policy AS name",
+                                        .from = "FROM policy_targets WHERE target = ?3"};
     struct arg args[] = {{0}, {0}, ARG_TEXT(target)};
     return select_page(reg, &q, pg, args, 3, out, next, err);
 }
@@ -1730,10 +1741,10 @@ enum iot_err registry_target_policy_list(struct registry *reg, const char *targe
 enum iot_err registry_template_list(struct registry *reg, const struct registry_page *pg,
                                     cJSON **out, char **next, struct iot_error *err)
 {
-    static const struct page_query q = {
-        .cursor = "name",
-        .columns = "name, description, created, modified, enabled, type",
-        .from = "FROM templates WHERE 1"};
+    static const struct page_query q = {.cursor = "name",
+                                        .columns =
+                                            "name, description, created, modified, enabled, type",
+                                        .from = "FROM templates WHERE 1"};
     struct arg args[PAGE_FIXED_ARGS];
     return select_page(reg, &q, pg, args, PAGE_FIXED_ARGS, out, next, err);
 }
@@ -1775,8 +1786,9 @@ enum iot_err registry_cert_get_meta(struct registry *reg, const char *id,
     return code;
 }
 
-enum iot_err registry_cert_set_claim(struct registry *reg, const char *id, const char *template_name,
-                                     long long expires_at, struct iot_error *err)
+enum iot_err registry_cert_set_claim(struct registry *reg, const char *id,
+                                     const char *template_name, long long expires_at,
+                                     struct iot_error *err)
 {
     if (empty(id) || empty(template_name))
         return missing(err, empty(id) ? "Certificate id" : "Template name");
@@ -1828,13 +1840,13 @@ static enum iot_err create_type(struct registry *reg, const struct registry_thin
     if (t->id == NULL)
         new_uuid(id);
     if (code == IOT_OK)
-        code = run(reg,
-                   "INSERT INTO thing_types (name, created, id, description, searchable)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5)",
-                   ARGS(ARG_TEXT(t->name), ARG_NUM(now_or(t->created)),
-                        ARG_TEXT(t->id ? t->id : id), ARG_TEXT(t->description),
-                        ARG_TEXT(searchable)),
-                   err);
+        code =
+            run(reg,
+                "INSERT INTO thing_types (name, created, id, description, searchable)"
+                " VALUES (?1, ?2, ?3, ?4, ?5)",
+                ARGS(ARG_TEXT(t->name), ARG_NUM(now_or(t->created)), ARG_TEXT(t->id ? t->id : id),
+                     ARG_TEXT(t->description), ARG_TEXT(searchable)),
+                err);
     return code;
 }
 
@@ -1851,8 +1863,8 @@ enum iot_err registry_thing_type_create(struct registry *reg, const struct regis
     return code;
 }
 
-static enum iot_err get_type(struct registry *reg, const char *name, struct registry_thing_type *out,
-                             struct iot_error *err)
+static enum iot_err get_type(struct registry *reg, const char *name,
+                             struct registry_thing_type *out, struct iot_error *err)
 {
     sqlite3_stmt *st;
     bool found = false;
@@ -1865,9 +1877,9 @@ static enum iot_err get_type(struct registry *reg, const char *name, struct regi
         code = first_row(reg, st, &found, err);
     if (code == IOT_OK && !found)
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing type %s not found", name);
-    if (code == IOT_OK && (!dup_column(st, 0, &out->name) || !dup_column(st, 1, &out->id) ||
-                           !dup_column(st, 2, &out->description) ||
-                           !dup_column(st, 3, &searchable)))
+    if (code == IOT_OK &&
+        (!dup_column(st, 0, &out->name) || !dup_column(st, 1, &out->id) ||
+         !dup_column(st, 2, &out->description) || !dup_column(st, 3, &searchable)))
         code = oom(err);
     if (code == IOT_OK) {
         out->deprecated = sqlite3_column_int(st, 4) != 0;
@@ -2061,8 +2073,8 @@ static enum iot_err delete_group(struct registry *reg, const char *name, struct 
         code = exists(reg, "SELECT 1 FROM thing_groups WHERE parent = ?1", ARGS(ARG_TEXT(name)),
                       &children, err);
     if (code == IOT_OK && children)
-        code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT,
-                             "Thing group %s has child thing groups", name);
+        code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT, "Thing group %s has child thing groups",
+                             name);
     if (code == IOT_OK)
         code = run(reg, "DELETE FROM thing_group_members WHERE \"group\" = ?1",
                    ARGS(ARG_TEXT(name)), err);
@@ -2158,8 +2170,8 @@ struct version_row {
 };
 
 static enum iot_err get_version_row(struct registry *reg, const char *sql, const char *owner,
-                                    long long version, const char *what,
-                                    struct version_row *out, struct iot_error *err)
+                                    long long version, const char *what, struct version_row *out,
+                                    struct iot_error *err)
 {
     sqlite3_stmt *st;
     bool found = false;
@@ -2256,8 +2268,8 @@ static enum iot_err add_policy_version(struct registry *reg, const char *name, c
 }
 
 enum iot_err registry_policy_version_add(struct registry *reg, const char *name,
-                                         const char *document, bool set_default,
-                                         long long *version, struct iot_error *err)
+                                         const char *document, bool set_default, long long *version,
+                                         struct iot_error *err)
 {
     if (empty(name) || document == NULL)
         return missing(err, empty(name) ? "Policy name" : "Policy document");
@@ -2278,8 +2290,8 @@ enum iot_err registry_policy_version_set_default(struct registry *reg, const cha
     return txn_end(reg, set_default_policy(reg, name, version, err), err);
 }
 
-static enum iot_err delete_policy_version(struct registry *reg, const char *name,
-                                          long long version, struct iot_error *err)
+static enum iot_err delete_policy_version(struct registry *reg, const char *name, long long version,
+                                          struct iot_error *err)
 {
     bool found, is_default = false;
     enum iot_err code =
@@ -2448,8 +2460,8 @@ static enum iot_err add_template_version(struct registry *reg, const char *name,
     return code;
 }
 
-enum iot_err registry_template_version_add(struct registry *reg, const char *name,
-                                           const char *body, bool set_default, long long *version,
+enum iot_err registry_template_version_add(struct registry *reg, const char *name, const char *body,
+                                           bool set_default, long long *version,
                                            struct iot_error *err)
 {
     if (empty(name) || body == NULL)

@@ -52,10 +52,10 @@ void registry_rollback(struct registry *reg);
 /* ---- certificates ---------------------------------------------------------------------- */
 struct registry_cert {
     char id[65];
-    char *pem;            /* owned; freed by registry_cert_clear() */
+    char *pem; /* owned; freed by registry_cert_clear() */
     enum cert_status status;
-    char ca_id[65];       /* "" when not issued by a registered CA */
-    long long created;    /* epoch seconds */
+    char ca_id[65];    /* "" when not issued by a registered CA */
+    long long created; /* epoch seconds */
     long long modified;
 };
 void registry_cert_clear(struct registry_cert *c);
@@ -77,11 +77,11 @@ enum iot_err registry_cert_is_attached(struct registry *reg, const char *id, boo
 
 /* ---- things, types, groups ------------------------------------------------------------- */
 struct registry_thing {
-    char *name;          /* owned */
-    char *id;            /* owned; a UUID assigned on insert when NULL */
-    char *type_name;     /* owned; NULL when none */
-    cJSON *attributes;   /* owned; object of name -> string; NULL when none */
-    long long version;   /* 1 on insert, +1 on each update */
+    char *name;        /* owned */
+    char *id;          /* owned; a UUID assigned on insert when NULL */
+    char *type_name;   /* owned; NULL when none */
+    cJSON *attributes; /* owned; object of name -> string; NULL when none */
+    long long version; /* 1 on insert, +1 on each update */
 };
 void registry_thing_clear(struct registry_thing *t);
 
@@ -101,8 +101,8 @@ enum iot_err registry_thing_group_put(struct registry *reg, const char *name,
 /* Group membership. add is idempotent. */
 enum iot_err registry_thing_group_add(struct registry *reg, const char *group, const char *thing,
                                       struct iot_error *err);
-enum iot_err registry_thing_group_remove(struct registry *reg, const char *group,
-                                         const char *thing, struct iot_error *err);
+enum iot_err registry_thing_group_remove(struct registry *reg, const char *group, const char *thing,
+                                         struct iot_error *err);
 /* *out = new cJSON array of group names of THING (sorted); caller frees with cJSON_Delete(). */
 enum iot_err registry_thing_groups(struct registry *reg, const char *thing, cJSON **out);
 
@@ -136,9 +136,9 @@ enum iot_err registry_target_policies(struct registry *reg, const char *target, 
 
 /* ---- provisioning templates ------------------------------------------------------------ */
 struct registry_template {
-    char *name;                 /* owned, each field below too; NULL when absent */
-    char *body;                 /* the template JSON text */
-    char *type;                 /* "FLEET_PROVISIONING" or "JITP" */
+    char *name; /* owned, each field below too; NULL when absent */
+    char *body; /* the template JSON text */
+    char *type; /* "FLEET_PROVISIONING" or "JITP" */
     char *description;
     char *role_arn;
     char *hook_target_arn;      /* preProvisioningHook.targetArn */
@@ -161,8 +161,8 @@ enum iot_err registry_template_delete(struct registry *reg, const char *name,
 enum iot_err registry_token_put(struct registry *reg, const char *token_hash, const char *cert_id,
                                 long long expires_at, struct iot_error *err);
 /* IOT_ERR_NOT_FOUND if unknown. Expired tokens are still found: the caller compares. */
-enum iot_err registry_token_find(struct registry *reg, const char *token_hash,
-                                 char cert_id[65], long long *expires_at);
+enum iot_err registry_token_find(struct registry *reg, const char *token_hash, char cert_id[65],
+                                 long long *expires_at);
 /* Removes tokens with expires_at <= NOW; deletes each one's certificate if it is still
  * PENDING_ACTIVATION and attached to no policy and no thing (§1.6). *deleted = certificates
  * removed (may be NULL). */
@@ -216,31 +216,30 @@ enum iot_err registry_thing_type_list(struct registry *reg, const char *name,
                                       struct iot_error *err);
 /* Thing groups by name: {"name","id","parent"}. PREFIX filters names; PARENT keeps its children
  * (all its descendants when RECURSIVE); no PARENT lists every group. */
-enum iot_err registry_thing_group_list(struct registry *reg, const char *parent,
-                                       const char *prefix, bool recursive,
-                                       const struct registry_page *pg, cJSON **out, char **next,
-                                       struct iot_error *err);
+enum iot_err registry_thing_group_list(struct registry *reg, const char *parent, const char *prefix,
+                                       bool recursive, const struct registry_page *pg, cJSON **out,
+                                       char **next, struct iot_error *err);
 /* Groups THING belongs to: {"name"}. */
 enum iot_err registry_thing_group_list_for_thing(struct registry *reg, const char *thing,
                                                  const struct registry_page *pg, cJSON **out,
                                                  char **next, struct iot_error *err);
 /* Principals (certificate ids) of THING: {"principal"}; things of PRINCIPAL: {"thing"}. */
 enum iot_err registry_thing_principal_list(struct registry *reg, const char *thing,
-                                           const struct registry_page *pg, cJSON **out,
-                                           char **next, struct iot_error *err);
+                                           const struct registry_page *pg, cJSON **out, char **next,
+                                           struct iot_error *err);
 enum iot_err registry_principal_thing_list(struct registry *reg, const char *principal,
-                                           const struct registry_page *pg, cJSON **out,
-                                           char **next, struct iot_error *err);
+                                           const struct registry_page *pg, cJSON **out, char **next,
+                                           struct iot_error *err);
 /* Policies by name: {"name","created"}. */
-enum iot_err registry_policy_list(struct registry *reg, const struct registry_page *pg,
-                                  cJSON **out, char **next, struct iot_error *err);
+enum iot_err registry_policy_list(struct registry *reg, const struct registry_page *pg, cJSON **out,
+                                  char **next, struct iot_error *err);
 /* Targets of POLICY: {"target"}; policies attached to TARGET: {"name"}. */
 enum iot_err registry_policy_target_list(struct registry *reg, const char *policy,
-                                         const struct registry_page *pg, cJSON **out,
-                                         char **next, struct iot_error *err);
+                                         const struct registry_page *pg, cJSON **out, char **next,
+                                         struct iot_error *err);
 enum iot_err registry_target_policy_list(struct registry *reg, const char *target,
-                                         const struct registry_page *pg, cJSON **out,
-                                         char **next, struct iot_error *err);
+                                         const struct registry_page *pg, cJSON **out, char **next,
+                                         struct iot_error *err);
 /* Templates by name: {"name","description","created","modified","enabled","type"}. */
 enum iot_err registry_template_list(struct registry *reg, const struct registry_page *pg,
                                     cJSON **out, char **next, struct iot_error *err);
@@ -255,18 +254,19 @@ enum iot_err registry_cert_get_meta(struct registry *reg, const char *id,
                                     struct registry_cert_meta *out, struct iot_error *err);
 /* Marks certificate ID as a temporary claim for TEMPLATE_NAME until EXPIRES_AT: it is no longer
  * listed, and registry_expire_tokens() deletes it from then on. IOT_ERR_NOT_FOUND if absent. */
-enum iot_err registry_cert_set_claim(struct registry *reg, const char *id, const char *template_name,
-                                     long long expires_at, struct iot_error *err);
+enum iot_err registry_cert_set_claim(struct registry *reg, const char *id,
+                                     const char *template_name, long long expires_at,
+                                     struct iot_error *err);
 
 /* ---- thing types ---- */
 struct registry_thing_type {
-    char *name;          /* owned, as every pointer below; NULL when absent */
-    char *id;            /* a UUID assigned on create when NULL */
+    char *name; /* owned, as every pointer below; NULL when absent */
+    char *id;   /* a UUID assigned on create when NULL */
     char *description;
-    cJSON *searchable;   /* array of attribute names */
+    cJSON *searchable; /* array of attribute names */
     bool deprecated;
     long long deprecated_at;
-    long long created;   /* set to now on create when 0 */
+    long long created; /* set to now on create when 0 */
 };
 void registry_thing_type_clear(struct registry_thing_type *t);
 /* IOT_ERR_ALREADY_EXISTS if the name is taken. */
@@ -284,12 +284,12 @@ enum iot_err registry_thing_type_delete(struct registry *reg, const char *name,
 
 /* ---- thing groups ---- */
 struct registry_thing_group {
-    char *name;          /* owned, as every pointer below; NULL when absent */
-    char *id;            /* a UUID assigned on create when NULL */
+    char *name; /* owned, as every pointer below; NULL when absent */
+    char *id;   /* a UUID assigned on create when NULL */
     char *description;
     char *parent;
-    cJSON *attributes;   /* object of name -> string */
-    long long version;   /* 1 on create */
+    cJSON *attributes; /* object of name -> string */
+    long long version; /* 1 on create */
     long long created;
 };
 void registry_thing_group_clear(struct registry_thing_group *g);
@@ -308,11 +308,11 @@ enum iot_err registry_thing_group_delete(struct registry *reg, const char *name,
  * registry_policy_get() reads the default version's document. Version ids grow and are never
  * reused. */
 struct registry_policy {
-    char *name;          /* owned */
-    char *document;      /* owned; the default version's */
+    char *name;     /* owned */
+    char *document; /* owned; the default version's */
     int default_version;
     long long created;
-    long long modified;  /* moves when the default version changes */
+    long long modified; /* moves when the default version changes */
 };
 void registry_policy_clear(struct registry_policy *p);
 enum iot_err registry_policy_info(struct registry *reg, const char *name,
@@ -326,8 +326,8 @@ enum iot_err registry_policy_version_get(struct registry *reg, const char *name,
                                          struct iot_error *err);
 /* Adds a version (*version = its id, may be NULL), made the default when SET_DEFAULT. */
 enum iot_err registry_policy_version_add(struct registry *reg, const char *name,
-                                         const char *document, bool set_default,
-                                         long long *version, struct iot_error *err);
+                                         const char *document, bool set_default, long long *version,
+                                         struct iot_error *err);
 enum iot_err registry_policy_version_set_default(struct registry *reg, const char *name,
                                                  long long version, struct iot_error *err);
 /* IOT_ERR_DELETE_CONFLICT for the default version. */
@@ -347,8 +347,8 @@ enum iot_err registry_template_version_list(struct registry *reg, const char *na
 enum iot_err registry_template_version_get(struct registry *reg, const char *name,
                                            long long version, char **body, long long *created,
                                            bool *is_default, struct iot_error *err);
-enum iot_err registry_template_version_add(struct registry *reg, const char *name,
-                                           const char *body, bool set_default, long long *version,
+enum iot_err registry_template_version_add(struct registry *reg, const char *name, const char *body,
+                                           bool set_default, long long *version,
                                            struct iot_error *err);
 enum iot_err registry_template_version_set_default(struct registry *reg, const char *name,
                                                    long long version, struct iot_error *err);

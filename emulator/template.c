@@ -457,7 +457,7 @@ static enum iot_err eval_list(const struct render_ctx *c, const cJSON *node, con
 static enum iot_err ev_ref(const struct render_ctx *c, const cJSON *arg, cJSON **out,
                            struct iot_error *err)
 {
-    const char *value;
+    const char *value = NULL;
     enum iot_err rc = param_value(c, arg->valuestring, &value, err);
     if (rc != IOT_OK)
         return rc;
@@ -573,7 +573,7 @@ static enum iot_err sub_lookup(const struct render_ctx *c, const cJSON *vars, co
         free(s);
         return rc;
     }
-    const char *value;
+    const char *value = NULL;
     enum iot_err rc = param_value(c, name, &value, err);
     if (rc == IOT_OK)
         sbuf_add(b, value, strlen(value));

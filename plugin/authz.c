@@ -115,6 +115,15 @@ static void add_target_policies(struct plugin *p, struct conn *c, const char *ta
     cJSON_Delete(names);
 }
 
+static void add_group_policies(struct plugin *p, struct conn *c, const char *group)
+{
+    char arn[512];
+    snprintf(arn, sizeof(arn), "arn:aws:iot:%s:%s:thinggroup/%s", p->opt.region,
+             p->opt.account_id, group);
+    add_target_policies(p, c, group);
+    add_target_policies(p, c, arn);
+}
+
 /* The union of the certificate's policies and, for an associated thing, its groups' (§2.6). */
 static void load_policies(struct plugin *p, struct conn *c)
 {
@@ -126,11 +135,14 @@ static void load_policies(struct plugin *p, struct conn *c)
     const cJSON *g;
     cJSON_ArrayForEach(g, groups)
     {
-        char arn[512];
-        snprintf(arn, sizeof(arn), "arn:aws:iot:%s:%s:thinggroup/%s", p->opt.region,
-                 p->opt.account_id, g->valuestring);
-        add_target_policies(p, c, g->valuestring);
-        add_target_policies(p, c, arn);
+        add_group_policies(p, c, g->valuestring);
+        /* Policies are inherited down the group hierarchy (broker-and-policy.md §1.5). */
+        cJSON *ancestors = NULL;
+        registry_thing_group_ancestors(p->reg, g->valuestring, &ancestors);
+        const cJSON *a;
+        cJSON_ArrayForEach(a, ancestors) if (cJSON_IsString(a))
+            add_group_policies(p, c, a->valuestring);
+        cJSON_Delete(ancestors);
     }
     cJSON_Delete(groups);
 }

@@ -3,7 +3,9 @@
  * messages) on topic/<name>, iot:Subscribe on topicfilter/<filter as sent>, iot:Receive on
  * topic/<name> per delivered message. On top of the policies, fleet provisioning's reserved-topic
  * rules: requests are consumed by iotmock and never routed to subscribers, answers reach only the
- * connection that asked, and nobody publishes onto answer topics (provisioning.md §1.1, §1.2). */
+ * connection that asked, and nobody publishes onto answer topics (provisioning.md §1.1, §1.2).
+ * Before the policies, AWS's limits and matching rules (broker.c); after them, subscriptions are
+ * counted and tracked. */
 #include "plugin.h"
 
 #include <string.h>
@@ -20,9 +22,13 @@ static bool reply_expected(struct plugin *p, const struct conn *c,
     return false;
 }
 
-/* Delivery: fleet answers only to their requester; then iot:Receive, refused silently (§3.4). */
+/* Delivery: AWS's matching, fleet answers only to their requester; then iot:Receive, refused
+ * silently (§3.4). */
 static int check_read(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed)
 {
+    int rc = broker_check_read(p, c, ed);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return rc;
     if (ed->topic[0] == '$') {
         struct fleet_topic t;
         enum fleet_topic_kind kind = fleet_topic_parse(ed->topic, &t);
@@ -35,18 +41,35 @@ static int check_read(struct plugin *p, struct conn *c, const struct mosquitto_e
                                                                   : MOSQ_ERR_ACL_DENIED;
 }
 
+/* A refusal by the policies: MQTT 3.1.1 closes, recorded as AUTH_ERROR (§5.1). */
+static int denied(struct plugin *p, struct conn *c)
+{
+    int rc = authz_deny_code(p, c);
+    return rc == MOSQ_ERR_ACL_DENIED ? rc : broker_closing(c, EVENTS_AUTH_ERROR, rc);
+}
+
 static int check_write(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed)
 {
+    int rc = broker_check_write(p, c, ed);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return rc;
     bool ok = authz_allowed(p, c, POLICY_ACTION_PUBLISH, ed->topic) &&
               (!ed->retain || authz_allowed(p, c, POLICY_ACTION_RETAIN_PUBLISH, ed->topic));
-    return ok ? MOSQ_ERR_SUCCESS : authz_deny_code(p, c);
+    return ok ? MOSQ_ERR_SUCCESS : denied(p, c);
 }
 
 static int check_subscribe(struct plugin *p, struct conn *c,
                            const struct mosquitto_evt_acl_check *ed)
 {
-    return authz_allowed(p, c, POLICY_ACTION_SUBSCRIBE, ed->topic) ? MOSQ_ERR_SUCCESS
-                                                                   : authz_deny_code(p, c);
+    if (c->kicked) /* Mosquitto re-checking a persistent session's filters as it closes it */
+        return authz_allowed(p, c, POLICY_ACTION_SUBSCRIBE, ed->topic) ? MOSQ_ERR_SUCCESS
+                                                                       : MOSQ_ERR_ACL_DENIED;
+    int rc = broker_check_subscribe(p, c, ed);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return rc;
+    if (!authz_allowed(p, c, POLICY_ACTION_SUBSCRIBE, ed->topic))
+        return denied(p, c);
+    return broker_subscribed(p, c, ed->topic);
 }
 
 int on_acl_check(int event, void *event_data, void *userdata)
@@ -55,13 +78,17 @@ int on_acl_check(int event, void *event_data, void *userdata)
     struct plugin *p = userdata;
     if (ed->topic == NULL)
         return MOSQ_ERR_ACL_DENIED;
+    broker_event(p, ed);
     struct conn *c = conns_find(p, ed->client);
-    if (c == NULL) /* not a connection iotmock authenticated */
+    if (c == NULL || !c->accepted) /* not a connection iotmock authenticated */
         return MOSQ_ERR_ACL_DENIED;
     switch (ed->access) {
     case MOSQ_ACL_READ: return check_read(p, c, ed);
     case MOSQ_ACL_WRITE: return check_write(p, c, ed);
     case MOSQ_ACL_SUBSCRIBE: return check_subscribe(p, c, ed);
-    default: return MOSQ_ERR_SUCCESS; /* UNSUBSCRIBE needs no permission */
+    case MOSQ_ACL_UNSUBSCRIBE: /* needs no permission */
+        broker_unsubscribed(p, c, ed->topic);
+        return MOSQ_ERR_SUCCESS;
+    default: return MOSQ_ERR_SUCCESS;
     }
 }

@@ -6,7 +6,13 @@
  * one (shared/spec/broker-and-policy.md §3.5). Mosquitto closes the socket silently when this
  * callback returns anything but MOSQ_ERR_SUCCESS or MOSQ_ERR_AUTH (which sends CONNACK "not
  * authorised"), so certificate refusals return REFUSE_SILENTLY. A policy refusal is CONNACK 0x87
- * on MQTT 5 and a silent close on 3.1.1 (§3.1), unless the friendly mode asks for CONNACK 5. */
+ * on MQTT 5 and a silent close on 3.1.1 (§3.1), unless the friendly mode asks for CONNACK 5.
+ *
+ * AWS's client id rules (§4.2: at most 128 bytes, no leading `$`) refuse the same way as a
+ * policy: AWS's CONNACK 0x85 "Client Identifier not valid" is not a code a Mosquitto 2.0 plugin
+ * can send, so MQTT 5 gets 0x87. An accepted connection becomes its client id's current one
+ * (taking over from an older connection, which Mosquitto then closes) and its connected event
+ * goes out (§5.1). */
 #include "plugin.h"
 
 #include <openssl/x509.h>
@@ -53,11 +59,44 @@ static bool certificate_ok(struct plugin *p, struct mosquitto *client, const cha
     return true;
 }
 
+/* A refusal after the certificate was accepted: CONNACK "not authorised" on MQTT 5 (and with
+ * --friendly on 3.1.1), otherwise a close without CONNACK. */
+static int refuse_connect(struct plugin *p, struct conn *c)
+{
+    int rc = c->protocol_version == 5 || p->opt.friendly ? MOSQ_ERR_AUTH : REFUSE_SILENTLY;
+    conns_refuse(p, c);
+    return rc;
+}
+
+static bool client_id_ok(struct plugin *p, struct mosquitto *client, const struct conn *c)
+{
+    if (!p->opt.aws.client_id_rules)
+        return true;
+    enum quota_result r = quota_check_client_id(c->client_id, strlen(c->client_id));
+    if (r == QUOTA_OK)
+        return true;
+    refuse(client, c->cert_id, quota_result_text(r));
+    return false;
+}
+
+static int admit(struct plugin *p, struct conn *c, struct mosquitto *client)
+{
+    struct conn *prev = conns_accept(p, c);
+    if (prev != NULL) { /* Mosquitto closes it once this returns: newcomer wins (§4.2) */
+        (void)broker_closing(prev, EVENTS_DUPLICATE_CLIENTID, 0);
+        lifecycle_disconnected(p, prev, EVENTS_DUPLICATE_CLIENTID);
+    }
+    broker_accepted(p, c, client);
+    lifecycle_connected(p, c);
+    return MOSQ_ERR_SUCCESS;
+}
+
 int on_basic_auth(int event, void *event_data, void *userdata)
 {
     struct mosquitto_evt_basic_auth *ed = event_data;
     struct plugin *p = userdata;
     char id[CA_ID_LEN + 1];
+    broker_event(p, NULL);
     X509 *cert = mosquitto_client_certificate(ed->client); /* a reference we must free */
     if (cert == NULL || ca_cert_id(cert, id) != IOT_OK) {
         refuse(ed->client, "-", "no client certificate was presented");
@@ -72,14 +111,14 @@ int on_basic_auth(int event, void *event_data, void *userdata)
     bool ready = c != NULL && authz_prepare(p, c, ed->client, cert);
     X509_free(cert);
     if (!ready) {
-        if (c)
-            conns_disconnect(p, ed->client);
+        conns_refuse(p, c);
         return REFUSE_SILENTLY;
     }
+    if (!client_id_ok(p, ed->client, c))
+        return refuse_connect(p, c);
     if (!authz_allowed(p, c, POLICY_ACTION_CONNECT, c->client_id)) {
-        int rc = c->protocol_version == 5 || p->opt.friendly ? MOSQ_ERR_AUTH : REFUSE_SILENTLY;
-        conns_disconnect(p, ed->client);
-        return rc;
+        lifecycle_connect_failed(p, c);
+        return refuse_connect(p, c);
     }
-    return MOSQ_ERR_SUCCESS;
+    return admit(p, c, ed->client);
 }

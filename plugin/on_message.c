@@ -6,6 +6,7 @@ int on_message(int event, void *event_data, void *userdata)
     struct mosquitto_evt_message *ed = event_data;
     struct plugin *p = userdata;
     struct fleet_topic t;
+    broker_event(p, NULL);
     if (ed->client == NULL || ed->topic == NULL || ed->topic[0] != '$')
         return MOSQ_ERR_SUCCESS;
     if (fleet_topic_parse(ed->topic, &t) != FLEET_TOPIC_REQUEST)

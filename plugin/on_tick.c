@@ -1,5 +1,6 @@
 /* MOSQ_EVT_TICK: the event loop's heartbeat. Marks the broker ready (listeners are open once the
- * loop runs), hands finished work back to the broker, and schedules token expiry. */
+ * loop runs), hands finished work back to the broker, schedules token expiry, and once a second
+ * enforces the 3.1.1 keep-alive and forgets ended connections and old sessions. */
 #include "plugin.h"
 
 #include <stdlib.h>
@@ -26,8 +27,16 @@ int on_tick(int event, void *event_data, void *userdata)
     struct plugin *p = userdata;
     time_t now = time(NULL);
     atomic_store(&p->ready, true);
+    broker_event(p, NULL);
     workq_drain(p->workq, jobs_done, p);
+    broker_tick(p, now);
+    if (now >= p->next_sweep) {
+        p->next_sweep = now + 1;
+        conns_sweep(p, now);
+        sessions_expire(p->sessions, now);
+    }
     forget_stale_replies(p, now);
+    conns_check_certificates(p);
     if (now >= p->next_expiry && !p->expiry_running) {
         p->next_expiry = now + 1;
         jobs_submit_expiry(p);

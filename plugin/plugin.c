@@ -21,13 +21,41 @@ int mosquitto_plugin_version(int count, const int *versions)
     return 5;
 }
 
+static bool is_true(const char *v)
+{
+    return strcmp(v, "true") == 0;
+}
+
+/* plugin_opt_* for AWS's broker behaviour (each on by default); false if K is not one. */
+static bool read_aws_option(struct aws_behaviour *a, const char *k, const char *v)
+{
+    if (strcmp(k, "payload_limit") == 0) a->payload_max = strtoul(v, NULL, 10);
+    else if (strcmp(k, "topic_limits") == 0) a->topic_limits = is_true(v);
+    else if (strcmp(k, "subscription_limit") == 0) a->subscriptions_max = strtoul(v, NULL, 10);
+    else if (strcmp(k, "client_id_rules") == 0) a->client_id_rules = is_true(v);
+    else if (strcmp(k, "keepalive_max") == 0) a->keepalive_max = (unsigned)strtoul(v, NULL, 10);
+    else if (strcmp(k, "retained_exact") == 0) a->retained_exact = is_true(v);
+    else if (strcmp(k, "hash_parent") == 0) a->hash_parent = is_true(v);
+    else if (strcmp(k, "lifecycle_events") == 0) a->lifecycle_events = is_true(v);
+    else if (strcmp(k, "broker_log") == 0) a->broker_log = v;
+    else return false;
+    return true;
+}
+
 static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
 {
     *o = (struct options){.bind = "127.0.0.1", .region = "us-east-1",
                           .account_id = "123456789012", .http_port = 4580,
-                          .token_ttl = FLEET_TOKEN_TTL_DEFAULT};
+                          .token_ttl = FLEET_TOKEN_TTL_DEFAULT,
+                          .aws = {.payload_max = QUOTA_PAYLOAD_MAX, .topic_limits = true,
+                                  .subscriptions_max = QUOTA_SUBSCRIPTIONS_MAX,
+                                  .client_id_rules = true, .keepalive_max = QUOTA_KEEPALIVE_MAX,
+                                  .retained_exact = true, .hash_parent = true,
+                                  .lifecycle_events = true}};
     for (int i = 0; i < n; i++) {
         const char *k = opts[i].key, *v = opts[i].value;
+        if (read_aws_option(&o->aws, k, v))
+            continue;
         if (strcmp(k, "state_dir") == 0) o->state_dir = v;
         else if (strcmp(k, "data_dir") == 0) o->data_dir = v;
         else if (strcmp(k, "templates_dir") == 0) o->templates_dir = v;
@@ -38,7 +66,7 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
         else if (strcmp(k, "lambda_endpoint") == 0) o->lambda_endpoint = v;
         else if (strcmp(k, "http_port") == 0) o->http_port = atoi(v);
         else if (strcmp(k, "token_ttl") == 0) o->token_ttl = atol(v);
-        else if (strcmp(k, "friendly") == 0) o->friendly = strcmp(v, "true") == 0;
+        else if (strcmp(k, "friendly") == 0) o->friendly = is_true(v);
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }
@@ -64,6 +92,12 @@ static int open_state(struct plugin *p, struct iot_error *err)
         bootstrap_registry(p->reg, &seed, err) != IOT_OK ||
         ca_open(p->opt.state_dir, &p->ca, err) != IOT_OK)
         return fail(err);
+    if ((p->sessions = sessions_new(0)) == NULL) {
+        iot_error_set(err, IOT_ERR_NOMEM, "out of memory");
+        return fail(err);
+    }
+    if (p->opt.aws.broker_log != NULL)
+        p->log = broker_log_open(p->opt.aws.broker_log);
     if (workq_start(PLUGIN_WORKERS, &p->workq) != IOT_OK) {
         iot_error_set(err, IOT_ERR_INTERNAL, "cannot start worker threads");
         return fail(err);
@@ -112,7 +146,10 @@ static void destroy(struct plugin *p)
         free(p->replies);
         p->replies = next;
     }
+    broker_clear(p);
     conns_clear(p);
+    sessions_free(p->sessions);
+    broker_log_close(p->log);
     ca_free(p->ca);
     registry_close(p->reg);
     free(p);

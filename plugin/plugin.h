@@ -14,10 +14,14 @@
 #include <uthash.h>
 
 #include "ca.h"
+#include "events.h"
 #include "fleet.h"
 #include "http/server.h"
+#include "quota.h"
 #include "policy.h"
 #include "registry.h"
+#include "sessions.h"
+#include "subscriptions.h"
 #include "workq.h"
 
 #define IOTMOCK_EXPORT __attribute__((visibility("default")))
@@ -37,10 +41,12 @@ struct pending_reply {
     time_t deadline;
 };
 
-/* What iotmock knows of one live connection (conns.c). */
+/* What iotmock knows of one connection (conns.c), from its authentication until the tick after
+ * it ended — longer for a persistent session, whose offline context Mosquitto still queues
+ * messages for. */
 struct conn {
-    char *client_id; /* the key */
-    const struct mosquitto *client;
+    const struct mosquitto *client; /* the key: one Mosquitto context per network connection */
+    char *client_id;
     uint64_t generation; /* unique per accepted CONNECT */
     char cert_id[CA_ID_LEN + 1];
     int protocol_version; /* 3, 4 (3.1.1) or 5 */
@@ -53,7 +59,50 @@ struct conn {
     char *thing_type;
     char *source_ip;
     uint64_t loaded_version; /* registry version the policies were loaded at; 0 = never */
-    UT_hash_handle hh;
+    /* broker behaviour (broker.c) and lifecycle events (lifecycle.c) */
+    bool accepted;           /* BASIC_AUTH let it in */
+    bool ended;              /* MOSQ_EVT_DISCONNECT seen: kept for the Will's check */
+    bool persistent;         /* asked to keep its session (clean session/start 0) */
+    bool reported;           /* its disconnected event is out */
+    bool kicked;             /* iotmock is closing it (Mosquitto re-checks its subscriptions) */
+    bool end_reason_known;   /* iotmock itself ended it, for END_REASON */
+    enum events_reason end_reason;
+    char session_id[SESSIONS_ID_LEN + 1];
+    long long version;       /* lifecycle versionNumber */
+    unsigned keepalive;      /* enforced by iotmock (3.1.1 clamp), 0 = Mosquitto's own */
+    time_t last_activity;    /* last PUBLISH/SUBSCRIBE/UNSUBSCRIBE seen */
+    time_t ended_at;
+    /* the delivery being checked: Mosquitto asks once per matching subscription (broker.c) */
+    uint64_t read_epoch;
+    const char *read_topic;
+    const void *read_payload;
+    size_t read_copies;
+    UT_hash_handle hh;       /* p->conns, by client */
+    UT_hash_handle hh_id;    /* p->current, by client id */
+};
+
+/* The SUBSCRIBE or UNSUBSCRIBE being handled. Mosquitto checks each filter of one packet in a
+ * row, and sends the stored retained messages of a filter right after its check; both end at the
+ * next event of any other kind (broker.c). */
+struct sub_batch {
+    struct conn *c; /* NULL: none open */
+    bool subscribe;
+    char **filters;
+    size_t n, cap;
+};
+
+/* AWS behaviour that differs from stock Mosquitto; each can be switched off
+ * (shared/spec/broker-and-policy.md §4, §5, §8.3). */
+struct aws_behaviour {
+    size_t payload_max;       /* bytes, 0 = no limit (§4.5) */
+    bool topic_limits;        /* 256 bytes, 7 slashes (§4.4) */
+    size_t subscriptions_max; /* per connection, 0 = no limit (§4.6) */
+    bool client_id_rules;     /* 128 bytes, no leading $ (§4.2) */
+    unsigned keepalive_max;   /* 3.1.1 keep-alive 0 or above it means it (§4.3); 0 = off */
+    bool retained_exact;      /* retained messages on subscribe only to exact filters (§4.8) */
+    bool hash_parent;         /* `#` does not match its parent level (§4.4) */
+    bool lifecycle_events;    /* $aws/events/presence|subscriptions (§5) */
+    const char *broker_log;   /* Mosquitto's log file, read for disconnect reasons */
 };
 
 struct options {
@@ -68,7 +117,10 @@ struct options {
     int http_port;
     long token_ttl;
     bool friendly; /* answer MQTT 3.1.1 refusals with return codes instead of closing */
+    struct aws_behaviour aws;
 };
+
+struct broker_log;
 
 struct plugin {
     mosquitto_plugin_id_t *id;
@@ -80,8 +132,17 @@ struct plugin {
     struct fleet_config fleet;
     atomic_bool ready;
     struct pending_reply *replies;
-    struct conn *conns;
+    struct conn *conns;   /* by client */
+    struct conn *current; /* by client id: the latest accepted connection */
     uint64_t generations;
+    struct sessions *sessions;
+    struct sub_batch batch;
+    uint64_t epoch; /* bumped by every event but a delivery check */
+    struct broker_log *log;
+    time_t next_sweep;
+    time_t next_keepalive_scan;
+    uint64_t swept_version; /* registry version of the last certificate-status sweep */
+    long long swept_at_ms;  /* CLOCK_MONOTONIC of that sweep */
     time_t next_expiry;
     bool expiry_running;
 };
@@ -92,13 +153,22 @@ int on_message(int event, void *event_data, void *userdata);
 int on_tick(int event, void *event_data, void *userdata);
 int on_disconnect(int event, void *event_data, void *userdata);
 
-/* Connections: registered at authentication, forgotten at disconnect. conns_find() returns the
- * entry of this very connection (NULL for an older one whose client id was taken over). */
+/* Connections (conns.c). conns_connect() registers a connection being authenticated (replacing
+ * a stale entry of the same context); conns_accept() makes it the client id's current one and
+ * returns the previous current connection if that one is still up (a takeover), NULL otherwise.
+ * conns_find() returns the entry of this very context, ended or not; conns_by_id() the current
+ * connection of a client id if it is up. conns_refuse() forgets a connection that was not
+ * accepted, conns_end() marks one ended, conns_sweep() frees the ended ones whose time is over. */
 struct conn *conns_connect(struct plugin *p, const struct mosquitto *client, const char *cert_id);
+struct conn *conns_accept(struct plugin *p, struct conn *c);
 struct conn *conns_find(struct plugin *p, const struct mosquitto *client);
 struct conn *conns_by_id(struct plugin *p, const char *client_id);
-void conns_disconnect(struct plugin *p, const struct mosquitto *client);
+void conns_refuse(struct plugin *p, struct conn *c);
+void conns_end(struct plugin *p, struct conn *c, time_t now);
+void conns_sweep(struct plugin *p, time_t now);
 void conns_clear(struct plugin *p);
+/* Disconnects every client whose certificate is no longer ACTIVE (or was deleted). */
+void conns_check_certificates(struct plugin *p);
 
 /* Authorization (authz.c). authz_prepare() sets up a new connection's context from its
  * certificate; authz_allowed() decides one action on one topic, filter or client id, logging every
@@ -115,6 +185,42 @@ void jobs_submit_fleet(struct plugin *p, const struct conn *c, const struct flee
 void jobs_submit_expiry(struct plugin *p);
 void jobs_done(struct workq_job *job, void *arg);
 void jobs_discard(struct workq_job *job, void *arg);
+
+/* AWS broker behaviour on top of Mosquitto's (broker.c). The checks return a Mosquitto code for
+ * on_acl_check (MOSQ_ERR_SUCCESS: go on with authorization); broker_accepted() sets up a newly
+ * accepted connection; broker_event() closes the open SUBSCRIBE/UNSUBSCRIBE batch unless the
+ * coming check continues it (NEXT NULL: any other event); broker_subscribed() counts and tracks
+ * a filter the policies allowed, refusing it over the subscription quota; broker_tick()
+ * enforces the 3.1.1 keep-alive; broker_clear() frees what the batch holds. */
+int broker_check_write(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed);
+int broker_check_subscribe(struct plugin *p, struct conn *c,
+                           const struct mosquitto_evt_acl_check *ed);
+int broker_subscribed(struct plugin *p, struct conn *c, const char *filter);
+void broker_unsubscribed(struct plugin *p, struct conn *c, const char *filter);
+int broker_check_read(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed);
+void broker_accepted(struct plugin *p, struct conn *c, struct mosquitto *client);
+void broker_event(struct plugin *p, const struct mosquitto_evt_acl_check *next);
+void broker_tick(struct plugin *p, time_t now);
+void broker_clear(struct plugin *p);
+/* Records why iotmock ends C (for its disconnected event) and returns RC. */
+int broker_closing(struct conn *c, enum events_reason why, int rc);
+/* One refusal line, in authz.c's format: "iotmock: ACTION refused | client=… | cert=… | WHY". */
+void broker_refusal(const struct conn *c, const char *action, const char *why_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Lifecycle events (lifecycle.c), published from the broker thread. */
+void lifecycle_connected(struct plugin *p, struct conn *c);
+void lifecycle_disconnected(struct plugin *p, struct conn *c, enum events_reason why);
+void lifecycle_connect_failed(struct plugin *p, struct conn *c);
+void lifecycle_subscriptions(struct plugin *p, struct conn *c, bool subscribed,
+                             const char *const *filters, size_t n);
+
+/* Mosquitto's own log, read back for why a connection ended (broker_log.c): MOSQ_EVT_DISCONNECT
+ * carries no reason in Mosquitto 2.0.11. broker_log_reason() reads what was logged since the
+ * last call and reports the last disconnect line about CLIENT_ID in it, if any. */
+struct broker_log *broker_log_open(const char *path);
+bool broker_log_reason(struct broker_log *l, const char *client_id, enum events_reason *out);
+void broker_log_close(struct broker_log *l);
 
 /* The certificate id of a connected client, or false if it presented none. */
 bool client_cert_id(struct mosquitto *client, char out[CA_ID_LEN + 1]);

@@ -30,10 +30,10 @@
 
 struct http_server {
     struct MHD_Daemon *daemon;
-    struct http_config cfg;        /* the pointers in it are borrowed */
-    struct bootstrap_seed seed;    /* copy of *cfg.seed (its strings are borrowed) */
+    struct http_config cfg;     /* the pointers in it are borrowed */
+    struct bootstrap_seed seed; /* copy of *cfg.seed (its strings are borrowed) */
     bool have_seed;
-    char host[HTTP_HOST_MAX];      /* DescribeEndpoint's answer */
+    char host[HTTP_HOST_MAX]; /* DescribeEndpoint's answer */
 };
 
 /* One request being answered. Strings it hands out live until the request ends. */
@@ -41,10 +41,10 @@ struct http_request {
     const struct http_server *srv;
     struct MHD_Connection *conn;
     const char *method;
-    const char *op;                     /* AWS operation name */
-    char *params[HTTP_PARAMS_MAX];      /* decoded {param} path segments, in pattern order */
-    cJSON *body;                        /* the JSON body; an empty object when there was none */
-    char **owned;                       /* strings to free with the request */
+    const char *op;                /* AWS operation name */
+    char *params[HTTP_PARAMS_MAX]; /* decoded {param} path segments, in pattern order */
+    cJSON *body;                   /* the JSON body; an empty object when there was none */
+    char **owned;                  /* strings to free with the request */
     size_t owned_count, owned_cap;
 };
 
@@ -118,7 +118,7 @@ bool body_node(struct http_request *req, struct http_reply *rep, const char *nam
 /* Names of 1..MAX characters of [A-Za-z0-9] and EXTRA; 400 naming WHAT otherwise. */
 bool check_name(struct http_reply *rep, const char *what, const char *value, const char *extra,
                 size_t max);
-#define THING_NAME_CHARS ":_-"   /* things, thing types, thing groups: [a-zA-Z0-9:_-]{1,128} */
+#define THING_NAME_CHARS ":_-"      /* things, thing types, thing groups: [a-zA-Z0-9:_-]{1,128} */
 #define POLICY_NAME_CHARS "_+=,.@-" /* policies: [\w+=,.@-]{1,128} */
 #define NAME_MAX_LEN 128
 bool check_thing_name(struct http_reply *rep, const char *what, const char *value);
@@ -210,6 +210,9 @@ void op_attach_principal_policy(struct http_request *req, struct http_reply *rep
 void op_detach_principal_policy(struct http_request *req, struct http_reply *rep);
 void op_list_principal_policies(struct http_request *req, struct http_reply *rep);
 void op_list_policy_principals(struct http_request *req, struct http_reply *rep);
+/* api_authz.c */
+void op_test_authorization(struct http_request *req, struct http_reply *rep);
+void op_get_effective_policies(struct http_request *req, struct http_reply *rep);
 /* api_templates.c */
 void op_create_provisioning_template(struct http_request *req, struct http_reply *rep);
 void op_describe_provisioning_template(struct http_request *req, struct http_reply *rep);

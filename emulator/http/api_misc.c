@@ -31,9 +31,17 @@ void op_describe_endpoint(struct http_request *req, struct http_reply *rep)
 
 /* ---- event configurations -------------------------------------------------------------------- */
 
-static const char *const EVENT_TYPES[] = {
-    "THING",   "THING_GROUP", "THING_TYPE",  "THING_GROUP_MEMBERSHIP", "THING_GROUP_HIERARCHY",
-    "THING_TYPE_ASSOCIATION", "JOB", "JOB_EXECUTION", "POLICY", "CERTIFICATE", "CA_CERTIFICATE"};
+static const char *const EVENT_TYPES[] = {"THING",
+                                          "THING_GROUP",
+                                          "THING_TYPE",
+                                          "THING_GROUP_MEMBERSHIP",
+                                          "THING_GROUP_HIERARCHY",
+                                          "THING_TYPE_ASSOCIATION",
+                                          "JOB",
+                                          "JOB_EXECUTION",
+                                          "POLICY",
+                                          "CERTIFICATE",
+                                          "CA_CERTIFICATE"};
 #define EVENT_TYPE_COUNT (sizeof(EVENT_TYPES) / sizeof(EVENT_TYPES[0]))
 
 static bool event_type_known(const char *t)
@@ -59,8 +67,8 @@ void op_describe_event_configurations(struct http_request *req, struct http_repl
     cJSON *configs = cJSON_AddObjectToObject(out, "eventConfigurations");
     for (size_t i = 0; i < EVENT_TYPE_COUNT; i++) {
         cJSON *c = cJSON_AddObjectToObject(configs, EVENT_TYPES[i]);
-        cJSON_AddBoolToObject(c, "Enabled",
-                              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(stored, EVENT_TYPES[i])));
+        cJSON_AddBoolToObject(
+            c, "Enabled", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(stored, EVENT_TYPES[i])));
     }
     cJSON_Delete(stored);
     if (created != 0) {
@@ -71,8 +79,7 @@ void op_describe_event_configurations(struct http_request *req, struct http_repl
 }
 
 /* Checks the whole request first, so that an invalid entry changes nothing. */
-static bool read_event_configs(struct http_request *req, struct http_reply *rep,
-                               const cJSON **out)
+static bool read_event_configs(struct http_request *req, struct http_reply *rep, const cJSON **out)
 {
     const cJSON *c;
     if (!body_node(req, rep, "eventConfigurations", false, out))

@@ -90,7 +90,8 @@ void op_create_policy(struct http_request *req, struct http_reply *rep)
 {
     struct iot_error err = {0};
     const char *name = req->params[0], *document = NULL;
-    if (!check_policy_name(rep, name) || !body_string(req, rep, "policyDocument", true, &document) ||
+    if (!check_policy_name(rep, name) ||
+        !body_string(req, rep, "policyDocument", true, &document) ||
         !check_document(rep, name, document))
         return;
     enum iot_err rc = registry_policy_create(req->srv->cfg.reg, name, document, &err);
@@ -209,7 +210,8 @@ void op_create_policy_version(struct http_request *req, struct http_reply *rep)
 {
     const char *name = req->params[0], *document = NULL;
     bool set_default = false;
-    if (!check_policy_name(rep, name) || !body_string(req, rep, "policyDocument", true, &document) ||
+    if (!check_policy_name(rep, name) ||
+        !body_string(req, rep, "policyDocument", true, &document) ||
         !req_query_bool(req, rep, "setAsDefault", &set_default) ||
         !check_document(rep, name, document) || !txn_begin(req, rep))
         return;

@@ -17,9 +17,9 @@
 #define ROLE_ARN_MAX 2048
 #define HOOK_ARN_MAX 2048
 #define HOOK_PAYLOAD_VERSION_DEFAULT "2020-04-01"
-#define TEMPLATE_VERSIONS_MAX 5  /* UNCONFIRMED cap (§9 item 14); AWS documents one exists */
-#define CLAIM_TTL_SECONDS 300    /* §1.11: five minutes */
-#define PARAM_KEY_MAX 2048       /* RegisterThing parameters (§6.5) */
+#define TEMPLATE_VERSIONS_MAX 5 /* UNCONFIRMED cap (§9 item 14); AWS documents one exists */
+#define CLAIM_TTL_SECONDS 300   /* §1.11: five minutes */
+#define PARAM_KEY_MAX 2048      /* RegisterThing parameters (§6.5) */
 #define PARAM_VALUE_MAX 4096
 #define TYPE_FLEET "FLEET_PROVISIONING"
 #define TYPE_JITP "JITP"
@@ -30,8 +30,9 @@ static bool check_template_name(struct http_reply *rep, const char *name)
 {
     if (name != NULL && template_name_valid(name))
         return true;
-    reply_invalid(rep, "templateName '%s' is invalid: it must be 1 to %d characters of "
-                       "[0-9A-Za-z_-]",
+    reply_invalid(rep,
+                  "templateName '%s' is invalid: it must be 1 to %d characters of "
+                  "[0-9A-Za-z_-]",
                   name ? name : "", TEMPLATE_NAME_MAX);
     return false;
 }
@@ -77,8 +78,7 @@ static bool read_hook(struct http_reply *rep, const cJSON *hook, const char **ta
         return false;
     }
     size_t n = cJSON_IsString(v) ? strlen(v->valuestring) : 0;
-    bool ok = v == NULL || (n >= 10 && n <= 32 &&
-                            strspn(v->valuestring, "0123456789-") == n);
+    bool ok = v == NULL || (n >= 10 && n <= 32 && strspn(v->valuestring, "0123456789-") == n);
     if (!ok) {
         reply_invalid(rep, "preProvisioningHook.payloadVersion must be 10 to 32 of [0-9-]");
         return false;
@@ -170,11 +170,14 @@ void op_create_provisioning_template(struct http_request *req, struct http_reply
     struct iot_error err = {0};
     if (!read_template_input(req, rep, &in) || !txn_begin(req, rep))
         return;
-    struct registry_template t = {
-        .name = (char *)in.name, .body = (char *)in.body, .type = (char *)in.type,
-        .description = (char *)in.description, .role_arn = (char *)in.role_arn,
-        .hook_target_arn = (char *)in.hook_target,
-        .hook_payload_version = (char *)in.hook_version, .enabled = in.enabled};
+    struct registry_template t = {.name = (char *)in.name,
+                                  .body = (char *)in.body,
+                                  .type = (char *)in.type,
+                                  .description = (char *)in.description,
+                                  .role_arn = (char *)in.role_arn,
+                                  .hook_target_arn = (char *)in.hook_target,
+                                  .hook_payload_version = (char *)in.hook_version,
+                                  .enabled = in.enabled};
     if (registry_template_get(req->srv->cfg.reg, in.name, &existing, NULL) == IOT_OK) {
         reply_exists(rep, in.name, arn_of(req, "provisioningtemplate", in.name),
                      "Template with name %s already exists", in.name);
@@ -259,8 +262,8 @@ void op_list_provisioning_templates(struct http_request *req, struct http_reply 
         add_time(t, "creationDate", item_num(item, "created"));
         add_time(t, "lastModifiedDate", item_num(item, "modified"));
         cJSON_AddBoolToObject(t, "enabled", item_num(item, "enabled") != 0);
-        cJSON_AddStringToObject(t, "type", item_str(item, "type") ? item_str(item, "type")
-                                                                   : TYPE_FLEET);
+        cJSON_AddStringToObject(t, "type",
+                                item_str(item, "type") ? item_str(item, "type") : TYPE_FLEET);
         cJSON_AddItemToArray(templates, t);
     }
     cJSON_Delete(items);
@@ -281,8 +284,7 @@ struct template_update {
     long long default_version;
 };
 
-static bool read_update(struct http_request *req, struct http_reply *rep,
-                        struct template_update *u)
+static bool read_update(struct http_request *req, struct http_reply *rep, struct template_update *u)
 {
     const cJSON *enabled = cJSON_GetObjectItemCaseSensitive(req->body, "enabled");
     *u = (struct template_update){.default_version = -1};
@@ -331,8 +333,9 @@ static void update_template(struct http_request *req, struct http_reply *rep, co
         t.enabled = u->enabled;
     t.modified = 0; /* now */
     if (registry_template_put(req->srv->cfg.reg, &t, &err) != IOT_OK ||
-        (u->default_version >= 0 && registry_template_version_set_default(
-                                        req->srv->cfg.reg, name, u->default_version, &err) != IOT_OK))
+        (u->default_version >= 0 &&
+         registry_template_version_set_default(req->srv->cfg.reg, name, u->default_version, &err) !=
+             IOT_OK))
         reply_iot_error(rep, &err);
     else
         reply_json(rep, NULL);
@@ -477,8 +480,7 @@ static char *claim_policy_document(const struct http_config *cfg, const char *te
                                          "$aws/certificates/create-from-csr/*", NULL};
     cJSON *doc = cJSON_CreateObject(), *st = cJSON_AddArrayToObject(doc, "Statement");
     cJSON_AddStringToObject(doc, "Version", "2012-10-17");
-    cJSON *connect = cJSON_CreateObject(), *pub = cJSON_CreateObject(),
-          *sub = cJSON_CreateObject();
+    cJSON *connect = cJSON_CreateObject(), *pub = cJSON_CreateObject(), *sub = cJSON_CreateObject();
     cJSON *pub_actions = cJSON_CreateArray(), *pub_res = cJSON_CreateArray(),
           *sub_res = cJSON_CreateArray();
     char arn[512];
@@ -593,13 +595,13 @@ void op_create_provisioning_claim(struct http_request *req, struct http_reply *r
  * or {"Ref": parameter} (parameters, then the declared Default). */
 
 struct register_ctx {
-    cJSON *body;           /* the template, parsed; rewritten in place */
-    const cJSON *params;   /* the request's parameters */
-    cJSON *merged;         /* params + AWS::IoT::Certificate::Id */
+    cJSON *body;         /* the template, parsed; rewritten in place */
+    const cJSON *params; /* the request's parameters */
+    cJSON *merged;       /* params + AWS::IoT::Certificate::Id */
     const char *cert_resource;
     char cert_id[CA_ID_LEN + 1];
-    char *cert_pem;        /* owned */
-    bool new_cert;         /* to insert in the transaction */
+    char *cert_pem; /* owned */
+    bool new_cert;  /* to insert in the transaction */
     struct template *parsed;
     struct template_plan *plan;
 };
@@ -619,8 +621,8 @@ static const char *simple_value(const struct register_ctx *c, const cJSON *node)
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(node, "Ref");
     if (!cJSON_IsObject(node) || cJSON_GetArraySize(node) != 1 || !cJSON_IsString(ref))
         return NULL;
-    const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c->params,
-                                                                          ref->valuestring));
+    const char *v =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c->params, ref->valuestring));
     return v ? v : declared_default(c, ref->valuestring);
 }
 
@@ -631,8 +633,9 @@ static bool check_parameters(struct http_reply *rep, const cJSON *params)
     {
         if (!cJSON_IsString(p) || strlen(p->string) > PARAM_KEY_MAX ||
             strlen(p->valuestring) > PARAM_VALUE_MAX) {
-            reply_invalid(rep, "parameters must map names of at most %d characters to strings "
-                               "of at most %d",
+            reply_invalid(rep,
+                          "parameters must map names of at most %d characters to strings "
+                          "of at most %d",
                           PARAM_KEY_MAX, PARAM_VALUE_MAX);
             return false;
         }
@@ -676,8 +679,7 @@ static bool from_csr(struct http_request *req, struct http_reply *rep, struct re
     else if (ca_issue(req->srv->cfg.ca, X509_REQ_get0_pubkey(csr), X509_REQ_get_subject_name(csr),
                       &cert, &err) != IOT_OK)
         reply_iot_error(rep, &err);
-    else if (ca_cert_id(cert, c->cert_id) != IOT_OK ||
-             (c->cert_pem = ca_cert_to_pem(cert)) == NULL)
+    else if (ca_cert_id(cert, c->cert_id) != IOT_OK || (c->cert_pem = ca_cert_to_pem(cert)) == NULL)
         reply_error(rep, 500, "InternalFailureException", "Could not encode the certificate");
     else
         ok = c->new_cert = true;
@@ -723,8 +725,9 @@ static bool resolve_certificate(struct http_request *req, struct http_reply *rep
         }
     }
     if (given != 1) {
-        reply_invalid(rep, "Resource %s must name its certificate by exactly one of "
-                           "CertificateId, CertificateSigningRequest, CertificatePem",
+        reply_invalid(rep,
+                      "Resource %s must name its certificate by exactly one of "
+                      "CertificateId, CertificateSigningRequest, CertificatePem",
                       c->cert_resource);
         return false;
     }

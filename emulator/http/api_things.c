@@ -331,11 +331,10 @@ void op_list_things(struct http_request *req, struct http_reply *rep)
     cJSON *things = cJSON_AddArrayToObject(out, "things");
     cJSON_ArrayForEach(item, items)
     {
-        cJSON_AddItemToArray(things,
-                             thing_json(req, item_str(item, "name"), NULL,
-                                        item_str(item, "type_name"),
-                                        cJSON_GetObjectItem(item, "attributes"),
-                                        item_num(item, "version"), false));
+        cJSON_AddItemToArray(things, thing_json(req, item_str(item, "name"), NULL,
+                                                item_str(item, "type_name"),
+                                                cJSON_GetObjectItem(item, "attributes"),
+                                                item_num(item, "version"), false));
     }
     cJSON_Delete(items);
     page_next(out, "nextToken", next);

@@ -17,7 +17,7 @@ struct route {
     const char *pattern; /* "/a/{b}/c": literal segments and {member} segments */
     const char *op;
     http_handler handler;
-    bool internal;       /* an /_iotmock/ route: no AWS signature expected */
+    bool internal; /* an /_iotmock/ route: no AWS signature expected */
 };
 
 /* Within one path shape, literal segments come before {member} segments. */
@@ -34,8 +34,8 @@ static const struct route ROUTES[] = {
     {"DELETE", "/things/{thingName}", "DeleteThing", op_delete_thing, false},
     {"PUT", "/things/{thingName}/principals", "AttachThingPrincipal", op_attach_thing_principal,
      false},
-    {"DELETE", "/things/{thingName}/principals", "DetachThingPrincipal",
-     op_detach_thing_principal, false},
+    {"DELETE", "/things/{thingName}/principals", "DetachThingPrincipal", op_detach_thing_principal,
+     false},
     {"GET", "/things/{thingName}/principals", "ListThingPrincipals", op_list_thing_principals,
      false},
     {"GET", "/things/{thingName}/thing-groups", "ListThingGroupsForThing",
@@ -55,10 +55,8 @@ static const struct route ROUTES[] = {
     {"PUT", "/thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup",
      op_remove_thing_from_thing_group, false},
     {"POST", "/thing-groups/{thingGroupName}", "CreateThingGroup", op_create_thing_group, false},
-    {"GET", "/thing-groups/{thingGroupName}", "DescribeThingGroup", op_describe_thing_group,
-     false},
-    {"DELETE", "/thing-groups/{thingGroupName}", "DeleteThingGroup", op_delete_thing_group,
-     false},
+    {"GET", "/thing-groups/{thingGroupName}", "DescribeThingGroup", op_describe_thing_group, false},
+    {"DELETE", "/thing-groups/{thingGroupName}", "DeleteThingGroup", op_delete_thing_group, false},
     {"GET", "/thing-groups/{thingGroupName}/things", "ListThingsInThingGroup",
      op_list_things_in_thing_group, false},
 
@@ -66,11 +64,9 @@ static const struct route ROUTES[] = {
      false},
     {"POST", "/certificates", "CreateCertificateFromCsr", op_create_certificate_from_csr, false},
     {"GET", "/certificates", "ListCertificates", op_list_certificates, false},
-    {"GET", "/certificates/{certificateId}", "DescribeCertificate", op_describe_certificate,
-     false},
+    {"GET", "/certificates/{certificateId}", "DescribeCertificate", op_describe_certificate, false},
     {"PUT", "/certificates/{certificateId}", "UpdateCertificate", op_update_certificate, false},
-    {"DELETE", "/certificates/{certificateId}", "DeleteCertificate", op_delete_certificate,
-     false},
+    {"DELETE", "/certificates/{certificateId}", "DeleteCertificate", op_delete_certificate, false},
 
     {"GET", "/policies", "ListPolicies", op_list_policies, false},
     {"POST", "/policies/{policyName}", "CreatePolicy", op_create_policy, false},
@@ -78,8 +74,7 @@ static const struct route ROUTES[] = {
     {"DELETE", "/policies/{policyName}", "DeletePolicy", op_delete_policy, false},
     {"POST", "/policies/{policyName}/version", "CreatePolicyVersion", op_create_policy_version,
      false},
-    {"GET", "/policies/{policyName}/version", "ListPolicyVersions", op_list_policy_versions,
-     false},
+    {"GET", "/policies/{policyName}/version", "ListPolicyVersions", op_list_policy_versions, false},
     {"GET", "/policies/{policyName}/version/{policyVersionId}", "GetPolicyVersion",
      op_get_policy_version, false},
     {"PATCH", "/policies/{policyName}/version/{policyVersionId}", "SetDefaultPolicyVersion",
@@ -93,38 +88,40 @@ static const struct route ROUTES[] = {
     {"POST", "/policy-targets/{policyName}", "ListTargetsForPolicy", op_list_targets_for_policy,
      false},
     {"GET", "/principal-policies", "ListPrincipalPolicies", op_list_principal_policies, false},
-    {"PUT", "/principal-policies/{policyName}", "AttachPrincipalPolicy",
-     op_attach_principal_policy, false},
+    {"PUT", "/principal-policies/{policyName}", "AttachPrincipalPolicy", op_attach_principal_policy,
+     false},
     {"DELETE", "/principal-policies/{policyName}", "DetachPrincipalPolicy",
      op_detach_principal_policy, false},
     {"GET", "/policy-principals", "ListPolicyPrincipals", op_list_policy_principals, false},
+    {"POST", "/test-authorization", "TestAuthorization", op_test_authorization, false},
+    {"POST", "/effective-policies", "GetEffectivePolicies", op_get_effective_policies, false},
 
     {"POST", "/provisioning-templates", "CreateProvisioningTemplate",
      op_create_provisioning_template, false},
-    {"GET", "/provisioning-templates", "ListProvisioningTemplates",
-     op_list_provisioning_templates, false},
+    {"GET", "/provisioning-templates", "ListProvisioningTemplates", op_list_provisioning_templates,
+     false},
     {"GET", "/provisioning-templates/{templateName}", "DescribeProvisioningTemplate",
      op_describe_provisioning_template, false},
     {"PATCH", "/provisioning-templates/{templateName}", "UpdateProvisioningTemplate",
      op_update_provisioning_template, false},
     {"DELETE", "/provisioning-templates/{templateName}", "DeleteProvisioningTemplate",
      op_delete_provisioning_template, false},
-    {"POST", "/provisioning-templates/{templateName}/versions",
-     "CreateProvisioningTemplateVersion", op_create_provisioning_template_version, false},
+    {"POST", "/provisioning-templates/{templateName}/versions", "CreateProvisioningTemplateVersion",
+     op_create_provisioning_template_version, false},
     {"GET", "/provisioning-templates/{templateName}/versions", "ListProvisioningTemplateVersions",
      op_list_provisioning_template_versions, false},
     {"GET", "/provisioning-templates/{templateName}/versions/{versionId}",
      "DescribeProvisioningTemplateVersion", op_describe_provisioning_template_version, false},
     {"DELETE", "/provisioning-templates/{templateName}/versions/{versionId}",
      "DeleteProvisioningTemplateVersion", op_delete_provisioning_template_version, false},
-    {"POST", "/provisioning-templates/{templateName}/provisioning-claim",
-     "CreateProvisioningClaim", op_create_provisioning_claim, false},
+    {"POST", "/provisioning-templates/{templateName}/provisioning-claim", "CreateProvisioningClaim",
+     op_create_provisioning_claim, false},
 
     {"GET", "/endpoint", "DescribeEndpoint", op_describe_endpoint, false},
     {"GET", "/event-configurations", "DescribeEventConfigurations",
      op_describe_event_configurations, false},
-    {"PATCH", "/event-configurations", "UpdateEventConfigurations",
-     op_update_event_configurations, false},
+    {"PATCH", "/event-configurations", "UpdateEventConfigurations", op_update_event_configurations,
+     false},
 };
 #define ROUTE_COUNT (sizeof(ROUTES) / sizeof(ROUTES[0]))
 
@@ -202,9 +199,8 @@ static bool bind_params(struct http_request *req, const struct route *route, con
 static bool scope_ok(const struct http_request *req, struct http_reply *rep)
 {
     const char *auth = req_header(req, "Authorization");
-    const char *cred = auth && strncmp(auth, "AWS4-HMAC-SHA256", 16) == 0
-                           ? strstr(auth, "Credential=")
-                           : NULL;
+    const char *cred =
+        auth && strncmp(auth, "AWS4-HMAC-SHA256", 16) == 0 ? strstr(auth, "Credential=") : NULL;
     if (cred == NULL)
         return true;
     const char *p = cred + strlen("Credential=");
@@ -244,7 +240,8 @@ void http_route(struct http_request *req, const char *url, struct http_reply *re
         return;
     }
     for (int from = 0; from <= HTTP_PREFIX_MAX && from < p.n; from++) {
-        const struct route *same_path = NULL;
+        char others[512] = "";
+        size_t used = 0;
         for (size_t i = 0; i < ROUTE_COUNT; i++) {
             if (!matches(ROUTES[i].pattern, &p, from))
                 continue;
@@ -253,12 +250,14 @@ void http_route(struct http_request *req, const char *url, struct http_reply *re
                 free(p.copy);
                 return;
             }
-            same_path = same_path ? same_path : &ROUTES[i];
+            int n = snprintf(others + used, sizeof(others) - used, "%s%s (%s)", used ? ", " : "",
+                             ROUTES[i].method, ROUTES[i].op);
+            if (n > 0 && (size_t)n < sizeof(others) - used)
+                used += (size_t)n;
         }
-        if (same_path != NULL) {
+        if (used > 0) {
             reply_error(rep, 405, "MethodNotAllowedException",
-                        "iotmock has no %s operation at %s (%s %s is %s)", req->method, url,
-                        same_path->method, same_path->pattern, same_path->op);
+                        "iotmock has no %s operation at %s; it has %s", req->method, url, others);
             free(p.copy);
             return;
         }

@@ -98,8 +98,8 @@ static void reply_clear(struct http_reply *rep)
 static bool parse_body(const struct request_ctx *ctx, cJSON **out, struct http_reply *rep)
 {
     if (ctx->too_large) {
-        reply_error(rep, 413, "InvalidRequestException",
-                    "The request body is larger than %d bytes", HTTP_BODY_MAX);
+        reply_error(rep, 413, "InvalidRequestException", "The request body is larger than %d bytes",
+                    HTTP_BODY_MAX);
         return false;
     }
     size_t start = 0;
@@ -109,7 +109,9 @@ static bool parse_body(const struct request_ctx *ctx, cJSON **out, struct http_r
         *out = cJSON_CreateObject();
         return *out != NULL;
     }
-    *out = cJSON_ParseWithLength(ctx->body, ctx->len);
+    /* Nothing may follow the object; cJSON checks that by finding the NUL accumulate() wrote
+     * after the body, so the length given includes it. */
+    *out = cJSON_ParseWithLengthOpts(ctx->body, ctx->len + 1, NULL, true);
     if (*out == NULL) {
         reply_invalid(rep, "The request body is not valid JSON");
         return false;
@@ -142,12 +144,16 @@ static enum MHD_Result answer(struct http_server *s, struct MHD_Connection *conn
     return ret;
 }
 
-/* A Content-Length beyond the cap is refused before the body is read. */
-static bool declared_too_large(struct MHD_Connection *conn)
+/* A body over the cap is read and dropped, then answered 413: clients write the whole body
+ * before they read, and an early answer would reach them as a broken pipe. Only an absurd
+ * Content-Length is refused before reading (the connection then closes). */
+#define HTTP_BODY_DRAIN_MAX (64 * HTTP_BODY_MAX)
+
+static bool declared_absurd(struct MHD_Connection *conn)
 {
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    return cl != NULL && strtoull(cl, NULL, 10) > HTTP_BODY_MAX;
+    return cl != NULL && strtoull(cl, NULL, 10) > HTTP_BODY_DRAIN_MAX;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -160,7 +166,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
             return MHD_NO;
         *req_cls = ctx;
-        if (!declared_too_large(conn))
+        if (!declared_absurd(conn))
             return MHD_YES;
         ctx->too_large = true;
         return answer(s, conn, url, method, ctx);
@@ -212,8 +218,8 @@ static void host_from_server_cert(const char *state_dir, char *out, size_t n)
     char *pem = bootstrap_read_file(path, &len);
     if (pem != NULL && ca_cert_from_pem(pem, len, &cert, NULL) == IOT_OK) {
         char cn[HTTP_HOST_MAX];
-        if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn,
-                                      sizeof(cn)) > 0)
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) >
+            0)
             snprintf(out, n, "%s", cn);
     }
     X509_free(cert);
@@ -248,11 +254,11 @@ enum iot_err http_server_start(const struct http_config *cfg, struct http_server
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)HTTP_THREADS,
-        MHD_OPTION_NOTIFY_COMPLETED, free_ctx, NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escapes,
-        NULL, MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+                         (unsigned int)HTTP_THREADS, MHD_OPTION_NOTIFY_COMPLETED, free_ctx, NULL,
+                         MHD_OPTION_UNESCAPE_CALLBACK, keep_escapes, NULL, MHD_OPTION_END);
     if (s->daemon == NULL) {
         free(s);
         return iot_error_set(err, IOT_ERR_IO, "cannot listen for HTTP on %s:%d", cfg->bind,

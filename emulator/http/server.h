@@ -12,19 +12,19 @@
 #include "registry.h"
 
 struct http_config {
-    const char *bind;        /* IPv4 or IPv6 literal; loopback unless told otherwise */
+    const char *bind; /* IPv4 or IPv6 literal; loopback unless told otherwise */
     int port;
-    struct registry *reg;    /* borrowed */
-    const char *state_dir;   /* root-ca.pem is served from here */
+    struct registry *reg;     /* borrowed */
+    const char *state_dir;    /* root-ca.pem is served from here */
     const atomic_bool *ready; /* set once MQTT accepts connections */
     /* The members below may be left zero: the operations that need one then answer
      * InternalFailureException (ca, seed) or use the default shown. */
-    const struct ca *ca;     /* borrowed; issues certificates */
-    const char *region;      /* ARNs; default "us-east-1" */
-    const char *account_id;  /* ARNs; default "123456789012" */
-    const char *host;        /* DescribeEndpoint's address; default: the CN of the server
-                              * certificate in state_dir (what `iotmock serve --host` issued),
-                              * else "localhost" */
+    const struct ca *ca;               /* borrowed; issues certificates */
+    const char *region;                /* ARNs; default "us-east-1" */
+    const char *account_id;            /* ARNs; default "123456789012" */
+    const char *host;                  /* DescribeEndpoint's address; default: the CN of the server
+                                        * certificate in state_dir (what `iotmock serve --host` issued),
+                                        * else "localhost" */
     const struct bootstrap_seed *seed; /* POST /_iotmock/reset re-seeds with it; copied */
 };
 

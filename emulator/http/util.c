@@ -76,19 +76,32 @@ void reply_iot_error(struct http_reply *rep, const struct iot_error *e)
     unsigned int status = 500;
     const char *type = "InternalFailureException";
     switch (e->code) {
-    case IOT_ERR_NOT_FOUND: status = 404, type = "ResourceNotFoundException"; break;
-    case IOT_ERR_ALREADY_EXISTS: status = 409, type = "ResourceAlreadyExistsException"; break;
-    case IOT_ERR_DELETE_CONFLICT: status = 409, type = "DeleteConflictException"; break;
-    case IOT_ERR_CERT_STATE: status = 406, type = "CertificateStateException"; break;
-    case IOT_ERR_CONFLICT: status = 409, type = "ConflictingResourceUpdateException"; break;
+    case IOT_ERR_NOT_FOUND:
+        status = 404, type = "ResourceNotFoundException";
+        break;
+    case IOT_ERR_ALREADY_EXISTS:
+        status = 409, type = "ResourceAlreadyExistsException";
+        break;
+    case IOT_ERR_DELETE_CONFLICT:
+        status = 409, type = "DeleteConflictException";
+        break;
+    case IOT_ERR_CERT_STATE:
+        status = 406, type = "CertificateStateException";
+        break;
+    case IOT_ERR_CONFLICT:
+        status = 409, type = "ConflictingResourceUpdateException";
+        break;
     case IOT_ERR_INVALID_PAYLOAD:
     case IOT_ERR_INVALID_CSR:
     case IOT_ERR_INVALID_PARAMS:
     case IOT_ERR_INVALID_REQUEST:
     case IOT_ERR_INVALID_TOKEN:
     case IOT_ERR_TEMPLATE_DISABLED:
-    case IOT_ERR_ACCESS_DENIED: status = 400, type = "InvalidRequestException"; break;
-    default: break;
+    case IOT_ERR_ACCESS_DENIED:
+        status = 400, type = "InvalidRequestException";
+        break;
+    default:
+        break;
     }
     reply_error(rep, status, type, "%s", e->message[0] ? e->message : iot_err_name(e->code));
 }
@@ -526,9 +539,9 @@ void generation_id(const char *key, long long a, long long b, char out[37])
     unsigned int n = 0;
     snprintf(text, sizeof(text), "%s/%lld/%lld", key, a, b);
     EVP_Digest(text, strlen(text), md, &n, EVP_sha256(), NULL);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             md[0], md[1], md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11],
-             md[12], md[13], md[14], md[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0],
+             md[1], md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
+             md[13], md[14], md[15]);
 }
 
 void add_time(cJSON *obj, const char *key, long long epoch_seconds)

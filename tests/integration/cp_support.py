@@ -105,7 +105,8 @@ def raw_request(server, method: str, path: str, body: Optional[bytes] = None,
     """One plain HTTP request; returns (status, headers as a lowercase dict, body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        chunked = (headers or {}).get("Transfer-Encoding") == "chunked"
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data

@@ -507,6 +507,12 @@ class MqttClient:
                 sock.close()
             except OSError:
                 pass
+        # paho 1.6.1 keeps a socket pair per client that only the garbage collector frees; a run
+        # with hundreds of clients would otherwise pass 1024 descriptors and break select().
+        try:
+            self._c._reset_sockets(sockpair_only=True)
+        except Exception:
+            pass
 
     # subscribe / publish ----------------------------------------------------------------------
     def subscribe(self, *topics: str, qos: int = 1, timeout: float = 10.0,
@@ -1074,3 +1080,338 @@ def which_or_none(name: str) -> Optional[str]:
         if p.exists():
             return str(p)
     return shutil.which(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Policy enforcement on the wire (tests/integration/test_policy_*.py;
+# shared/spec/broker-and-policy.md §2, §3)
+
+IOT_ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}"
+NOT_AUTHORIZED_V5 = 0x87  # CONNACK / PUBACK / SUBACK "Not authorized" (MQTT 5)
+# A PUBACK accepting the message: 0x00, or 0x10 "No matching subscribers", which Mosquitto sends on
+# MQTT 5 when nobody is subscribed (AWS documents only 0x00 as success, spec §4.11).
+PUBACK_OK = (0x00, 0x10)
+CLAIM_POLICY = "iotmock-claim-policy"  # attached to the claim certificate on the first start
+
+
+def iot_arn(resource: str) -> str:
+    """iot_arn("topic/a/b") -> "arn:aws:iot:us-east-1:123456789012:topic/a/b"."""
+    return f"{IOT_ARN}:{resource}"
+
+
+def cert_arn(certificate_id: str) -> str:
+    return iot_arn(f"cert/{certificate_id}")
+
+
+def statement(effect: str, actions, resources, sid: Optional[str] = None,
+              condition: Optional[dict] = None) -> dict:
+    """One policy statement; RESOURCES are written without the ARN prefix ("topic/a/*") or as
+    "*"."""
+    resources = [resources] if isinstance(resources, str) else list(resources)
+    st = {"Effect": effect, "Action": actions,
+          "Resource": [r if r == "*" or r.startswith("arn:") else iot_arn(r) for r in resources]}
+    if sid is not None:
+        st["Sid"] = sid
+    if condition is not None:
+        st["Condition"] = condition
+    return st
+
+
+def allow(actions, resources, **kw) -> dict:
+    return statement("Allow", actions, resources, **kw)
+
+
+def deny(actions, resources, **kw) -> dict:
+    return statement("Deny", actions, resources, **kw)
+
+
+def policy_document(*statements) -> dict:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def control_ok(server: Server, method: str, path: str, body=None, headers=None):
+    """A control-plane call that must answer 200; returns the parsed body."""
+    status, reply = server.control_plane(method, path, body, headers)
+    assert status == 200, f"{method} {path}: HTTP {status} {reply}"
+    return reply
+
+
+def create_policy(server: Server, document: dict, name: Optional[str] = None) -> str:
+    name = name or unique("pol")
+    control_ok(server, "POST", f"/policies/{name}", {"policyDocument": json.dumps(document)})
+    return name
+
+
+def attach_policy(server: Server, name: str, target: str):
+    control_ok(server, "PUT", f"/target-policies/{name}", {"target": target})
+
+
+def detach_policy(server: Server, name: str, target: str):
+    control_ok(server, "POST", f"/target-policies/{name}", {"target": target})
+
+
+def create_policy_version(server: Server, name: str, document: dict) -> str:
+    """CreatePolicyVersion with setAsDefault=true; returns the new version id."""
+    reply = control_ok(server, "POST", f"/policies/{name}/version?setAsDefault=true",
+                       {"policyDocument": json.dumps(document)})
+    return reply["policyVersionId"]
+
+
+def create_thing(server: Server, name: str, attributes: Optional[dict] = None,
+                 thing_type: Optional[str] = None):
+    body = {}
+    if attributes is not None:
+        body["attributePayload"] = {"attributes": attributes}
+    if thing_type is not None:
+        body["thingTypeName"] = thing_type
+    control_ok(server, "POST", f"/things/{name}", body)
+
+
+def attach_thing_principal(server: Server, thing: str, principal: str):
+    control_ok(server, "PUT", f"/things/{thing}/principals",
+               headers={"x-amzn-principal": principal})
+
+
+def create_thing_group(server: Server, name: str, parent: Optional[str] = None) -> str:
+    """Returns the group's ARN."""
+    reply = control_ok(server, "POST", f"/thing-groups/{name}",
+                       {"parentGroupName": parent} if parent else {})
+    return reply["thingGroupArn"]
+
+
+def add_thing_to_group(server: Server, group: str, thing: str):
+    control_ok(server, "PUT", "/thing-groups/addThingToThingGroup",
+               {"thingGroupName": group, "thingName": thing})
+
+
+def set_certificate_status(server: Server, certificate_id: str, status: str):
+    control_ok(server, "PUT", f"/certificates/{certificate_id}?newStatus={status}")
+
+
+@dataclass
+class Device:
+    """Credentials of a certificate registered with the server."""
+    cert: Path
+    key: Path
+    cert_id: str
+
+    @property
+    def arn(self) -> str:
+        return cert_arn(self.cert_id)
+
+
+def create_device(server: Server, directory: Path, *policies: str,
+                  server_key: bool = False) -> Device:
+    """An ACTIVE certificate with each named policy attached (AttachPolicy). By default from a
+    local P-256 key through CreateCertificateFromCsr (fast); with SERVER_KEY through
+    CreateKeysAndCertificate (the server generates an RSA key)."""
+    directory = Path(directory)
+    if server_key:
+        reply = control_ok(server, "POST", "/keys-and-certificate?setAsActive=true")
+        key_pem = reply["keyPair"]["PrivateKey"]
+    else:
+        key, csr = make_csr(directory, "p256", subject="/CN=iotmock-policy-test")
+        reply = control_ok(server, "POST", "/certificates?setAsActive=true",
+                           {"certificateSigningRequest": csr})
+        key_pem = key.read_text()
+    assert reply["certificateArn"] == cert_arn(reply["certificateId"]), reply["certificateArn"]
+    cert, key = write_credentials(directory, reply["certificateId"][:16], reply["certificatePem"],
+                                  key_pem)
+    device = Device(cert, key, reply["certificateId"])
+    for p in policies:
+        attach_policy(server, p, device.arn)
+    return device
+
+
+class PolicyClient(MqttClient):
+    """An MqttClient that also reports what paho 1.6.1 hides: the reason code of each PUBACK
+    (MQTT 5; paho drops it) and whether the server closed the connection before answering."""
+
+    def __init__(self, server: Server, cert, key, **kw):
+        super().__init__(server, cert, key, **kw)
+        self._pubacks: dict = {}
+        paho_client = self._c
+        original = paho_client._handle_pubackcomp
+
+        def handle_pubackcomp(cmd):
+            packet = paho_client._in_packet["packet"]
+            if len(packet) >= 2:
+                mid = int.from_bytes(packet[:2], "big")
+                code = packet[2] if len(packet) > 2 else 0  # 3.1.1, or MQTT 5 success
+                with self._cond:
+                    self._pubacks[mid] = code
+                    self._cond.notify_all()
+            return original(cmd)
+
+        paho_client._handle_pubackcomp = handle_pubackcomp
+
+    @property
+    def closed(self) -> bool:
+        """The network loop ended: the server (or we) closed the connection."""
+        with self._cond:
+            return self._loop_done or self._loop_error is not None
+
+    def _wait_for(self, ready, timeout):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not ready() and not (self._loop_done or self._loop_error is not None):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.2))
+            return ready()
+
+    def publish_result(self, topic: str, payload=b"", qos: int = 1, retain: bool = False,
+                       timeout: float = 5.0) -> Optional[int]:
+        """Publishes and returns the PUBACK's reason code (always 0 on MQTT 3.1.1), or None when
+        the connection ended without a PUBACK (or none came within TIMEOUT). QoS 0: waits
+        TIMEOUT and returns None, or 0 if the connection is still open."""
+        info = self._c.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return None  # not even sent: the connection is gone
+        if qos == 0:
+            self._wait_for(lambda: False, timeout)
+            return None if self.closed else 0
+        if self._wait_for(lambda: info.mid in self._pubacks, timeout):
+            with self._cond:
+                return self._pubacks.pop(info.mid)
+        return None
+
+    def subscribe_result(self, *filters: str, qos: int = 1,
+                         timeout: float = 5.0) -> Optional[list]:
+        """One SUBSCRIBE with FILTERS; the SUBACK's codes, or None when the connection ended
+        without a SUBACK."""
+        rc, mid = self._c.subscribe([(f, qos) for f in filters])
+        if rc != paho.MQTT_ERR_SUCCESS:
+            return None
+        if self._wait_for(lambda: mid in self._subacks, timeout):
+            with self._cond:
+                return self._subacks.pop(mid)
+        return None
+
+    def wait_closed(self, timeout: float = 5.0) -> bool:
+        """Waits up to TIMEOUT for the connection to end; whether it did."""
+        self._wait_for(lambda: False, timeout)
+        return self.closed
+
+
+class ClientPool:
+    """PolicyClients made by one test, all closed at its end."""
+
+    def __init__(self):
+        self._clients: list = []
+
+    def new(self, server: Server, device, *, protocol=MQTTv311, client_id=None,
+            **kw) -> PolicyClient:
+        cert, key = (device.cert, device.key) if isinstance(device, Device) else device
+        c = PolicyClient(server, cert, key, protocol=protocol, client_id=client_id, **kw)
+        self._clients.append(c)
+        return c
+
+    def connect(self, server: Server, device, **kw) -> PolicyClient:
+        c = self.new(server, device, **kw)
+        res = c.try_connect()
+        assert res.ok, f"client {c.client_id} could not connect: {res}"
+        return c
+
+    def close_all(self):
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+
+
+# The server's refusal log (plugin/authz.c): one line per refusal,
+#   iotmock: <action> refused | client=<id> | cert=<certificate id> | <why>
+# where <why> is the policy engine's explanation,
+#   <EFFECT> <action> <resource ARN>: <no statement allowed it | denied by policy P statement N
+#   (Sid S)>; policies considered: <names | none>[; values: <variable>=<value>, ...]
+# or, for a reserved topic, "topic=<topic> | reserved topic: <rule>".
+REFUSAL_LINE = re.compile(r"iotmock: (?P<action>\S+) refused \| client=(?P<client>[^|]*) \| "
+                          r"cert=(?P<cert>[^ |]*) \| (?P<why>.*)$")
+DECISION = re.compile(
+    r"^(?P<effect>DENY_IMPLICIT|DENY_EXPLICIT) (?P<action>\S+) (?P<resource>\S+): "
+    r"(?P<reason>no statement allowed it|denied by policy (?P<policy>\S+) statement "
+    r"(?P<statement>\d+)(?: \(Sid (?P<sid>[^)]*)\))?); policies considered: "
+    r"(?P<policies>.*?)(?:; values: (?P<values>.*))?$")
+
+
+@dataclass
+class Refusal:
+    line: str
+    action: str
+    client: str
+    cert: str
+    why: str
+
+    def decision(self) -> dict:
+        """The policy engine's explanation, parsed (AssertionError if it is not one)."""
+        m = DECISION.match(self.why)
+        assert m, f"not a policy decision: {self.why!r} (line {self.line!r})"
+        d = m.groupdict()
+        d["policies"] = [] if d["policies"] == "none" else d["policies"].split(", ")
+        return d
+
+
+class ServerLog:
+    """The server's stderr from the moment this object was made."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.start = self._size()
+
+    def _size(self) -> int:
+        try:
+            return self.server.stderr_path.stat().st_size
+        except OSError:
+            return 0
+
+    def text(self) -> str:
+        with open(self.server.stderr_path, "rb") as f:
+            f.seek(self.start)
+            return f.read().decode("utf-8", errors="replace")
+
+    def refusals(self, client: Optional[str] = None, action: Optional[str] = None) -> list:
+        out = []
+        for line in self.text().splitlines():
+            m = REFUSAL_LINE.search(line)
+            if m and (client is None or m["client"] == client) and \
+                    (action is None or m["action"] == action):
+                out.append(Refusal(line, m["action"], m["client"], m["cert"], m["why"]))
+        return out
+
+    def wait_refusal(self, client: str, action: str, timeout: float = 5.0) -> Refusal:
+        """The one refusal of ACTION for CLIENT logged since the start (fails if there are none
+        within TIMEOUT or more than one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.refusals(client, action)
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(found) == 1, (f"expected one '{action} refused' line for client {client}, "
+                                 f"found {len(found)}:\n" +
+                                 "\n".join(r.line for r in self.refusals()))
+        return found[0]
+
+    def assert_no_refusal(self, client: str):
+        found = self.refusals(client)
+        assert not found, "unexpected refusals:\n" + "\n".join(r.line for r in found)
+
+
+def assert_policy_refusal(refusal: Refusal, *, action: str, client: str, cert: str,
+                          resource: str, policies=None, denied_by: Optional[tuple] = None):
+    """The log line explains the refusal: ACTION on RESOURCE (an ARN) for CLIENT with CERT,
+    either "no statement allowed it" or, with DENIED_BY=(policy, statement index), the deciding
+    Deny statement; POLICIES (if given) is the set of policies considered."""
+    assert (refusal.action, refusal.client, refusal.cert) == (action, client, cert), refusal.line
+    d = refusal.decision()
+    assert (d["action"], d["resource"]) == (action, resource), refusal.line
+    if denied_by is None:
+        assert (d["effect"], d["reason"]) == ("DENY_IMPLICIT", "no statement allowed it"), \
+            refusal.line
+    else:
+        assert d["effect"] == "DENY_EXPLICIT", refusal.line
+        assert (d["policy"], int(d["statement"])) == denied_by, refusal.line
+    if policies is not None:
+        assert sorted(d["policies"]) == sorted(policies), refusal.line
+    return d

@@ -165,3 +165,71 @@ def test_policy_limits_and_pages(server, aws, tmp_path):
     backwards = iot.list_policies(ascendingOrder=False, pageSize=250)["policies"]
     mine = [p["policyName"] for p in backwards if p["policyName"] in names]
     assert mine == list(reversed(names))
+
+
+@pytest.mark.skipif(PUB is None, reason="mosquitto_pub not installed")
+def test_test_authorization_and_effective_policies(server, aws, tmp_path):
+    thing, group = unique("authz"), unique("authz-group")
+    topic = f"arn:aws:iot:us-east-1:123456789012:topic/devices/{thing}"
+    allow, deny, grouped = unique("allow"), unique("deny"), unique("grp")
+    aws.ok("create-policy", "--policy-name", allow, "--policy-document", json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect",
+             "Resource": "arn:aws:iot:us-east-1:123456789012:client/"
+                         "${iot:Connection.Thing.ThingName}"},
+            {"Effect": "Allow", "Action": "iot:Publish",
+             "Resource": "arn:aws:iot:us-east-1:123456789012:topic/devices/"
+                         "${iot:Connection.Thing.ThingName}/*"}]}))
+    aws.ok("create-policy", "--policy-name", deny, "--policy-document", json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Action": "iot:Publish", "Resource": f"{topic}/secret"}]}))
+    aws.ok("create-policy", "--policy-name", grouped, "--policy-document", json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "iot:Subscribe",
+             "Resource": "arn:aws:iot:us-east-1:123456789012:topicfilter/devices/*"}]}))
+    dev = new_device(aws, tmp_path, name=thing)
+    aws.ok("create-thing", "--thing-name", thing)
+    aws.ok("attach-thing-principal", "--thing-name", thing, "--principal", dev.arn)
+    aws.ok("attach-policy", "--policy-name", allow, "--target", dev.arn)
+    aws.ok("attach-policy", "--policy-name", deny, "--target", dev.arn)
+    aws.ok("create-thing-group", "--thing-group-name", group)
+    aws.ok("add-thing-to-thing-group", "--thing-group-name", group, "--thing-name", thing)
+    aws.ok("attach-policy", "--policy-name", grouped, "--target", arn("thinggroup", group))
+
+    def decide(action, resource, *extra, client_id=thing):
+        out = aws.ok("test-authorization", "--principal", dev.arn, "--client-id", client_id,
+                     "--auth-infos", json.dumps([{"actionType": action,
+                                                  "resources": [resource]}]), *extra)
+        (result,) = out["authResults"]
+        assert result["authInfo"] == {"actionType": action, "resources": [resource]}
+        return result
+
+    ok = decide("PUBLISH", f"{topic}/telemetry")
+    assert ok["authDecision"] == "ALLOWED"
+    assert ok["allowed"]["policies"] == [{"policyName": allow, "policyArn": arn("policy", allow)}]
+    assert ok["denied"] == {"implicitDeny": {"policies": []}, "explicitDeny": {"policies": []}}
+    assert_publishes(server, dev, client_id=thing)  # the broker agrees
+
+    denied = decide("PUBLISH", f"{topic}/secret")
+    assert denied["authDecision"] == "EXPLICIT_DENY"
+    assert [p["policyName"] for p in denied["denied"]["explicitDeny"]["policies"]] == [deny]
+    assert decide("PUBLISH", "arn:aws:iot:us-east-1:123456789012:topic/elsewhere")[
+        "authDecision"] == "IMPLICIT_DENY"
+    assert decide("SUBSCRIBE", "arn:aws:iot:us-east-1:123456789012:topicfilter/devices/x/#")[
+        "allowed"]["policies"][0]["policyName"] == grouped  # through the thing's group
+    # Without the association (another client ID) the thing variables do not resolve.
+    assert decide("PUBLISH", f"{topic}/telemetry", client_id="someone-else")[
+        "authDecision"] == "IMPLICIT_DENY"
+    assert decide("PUBLISH", f"{topic}/telemetry", "--policy-names-to-skip", allow)[
+        "authDecision"] == "IMPLICIT_DENY"
+    aws.fail("InvalidRequestException", "TestAuthorization", "test-authorization", "--principal",
+             dev.arn, "--auth-infos", '[{"actionType": "FLY", "resources": ["x"]}]',
+             message="Each authInfo needs an actionType")
+
+    effective = aws.ok("get-effective-policies", "--principal", dev.arn, "--thing-name", thing)
+    names = [p["policyName"] for p in effective["effectivePolicies"]]
+    assert sorted(names) == sorted([allow, deny, grouped])
+    assert all(p["policyArn"] == arn("policy", p["policyName"]) and p["policyDocument"]
+               for p in effective["effectivePolicies"])
+    aws.fail("ResourceNotFoundException", "GetEffectivePolicies", "get-effective-policies",
+             "--principal", arn("cert", "ef" * 32))

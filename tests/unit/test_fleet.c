@@ -172,9 +172,11 @@ static void test_create_keys(char *token_out, size_t token_len, char *cert_id_ou
     expect_reject(topic, "{", 400, "InvalidPayload", NULL);
     expect_reject(topic, "[]", 400, "InvalidPayload", NULL);
     expect_reject(topic, "\"x\"", 400, "InvalidPayload", NULL);
+    expect_reject(topic, "{}garbage", 400, "InvalidPayload", "Request payload is not valid JSON");
+    expect_reject(topic, "{} {}", 400, "InvalidPayload", NULL);
 
-    const char *payloads[] = {NULL, "{}", " {} ", "{\"unknown\":1}"};
-    for (size_t i = 0; i < 4; i++) {
+    const char *payloads[] = {NULL, "{}", " {} ", "{\"unknown\":1}", "{}\n"};
+    for (size_t i = 0; i < 5; i++) {
         bool accepted = false;
         char rt[256];
         cJSON *a = call(topic, payloads[i], &accepted, rt);

@@ -1035,8 +1035,10 @@ static const char *keys(enum iot_err rc, cJSON **list, const char *key)
 
 static enum iot_err add_cert_at(struct registry *reg, unsigned n, long long created)
 {
-    struct registry_cert c = {.pem = (char *)"pem", .status = CERT_STATUS_ACTIVE,
-                              .created = created, .modified = created};
+    struct registry_cert c = {.pem = (char *)"pem",
+                              .status = CERT_STATUS_ACTIVE,
+                              .created = created,
+                              .modified = created};
     make_id(c.id, n);
     return registry_cert_insert(reg, &c, NULL);
 }
@@ -1118,7 +1120,8 @@ static enum iot_err put_thing_attrs(struct registry *reg, const char *name, cons
                                     const char *attrs_json)
 {
     cJSON *attrs = attrs_json ? cJSON_Parse(attrs_json) : NULL;
-    struct registry_thing t = {.name = (char *)name, .type_name = (char *)type, .attributes = attrs};
+    struct registry_thing t = {
+        .name = (char *)name, .type_name = (char *)type, .attributes = attrs};
     enum iot_err rc = registry_thing_put(reg, &t, NULL);
     cJSON_Delete(attrs);
     return rc;
@@ -1138,7 +1141,8 @@ static void test_thing_lists(void)
     char *next = NULL;
 
     CHECK_INT(registry_thing_type_put(reg, "sensor", &err), IOT_OK);
-    CHECK_INT(put_thing_attrs(reg, "a", "sensor", "{\"serial\":\"100\",\"color\":\"red\"}"), IOT_OK);
+    CHECK_INT(put_thing_attrs(reg, "a", "sensor", "{\"serial\":\"100\",\"color\":\"red\"}"),
+              IOT_OK);
     CHECK_INT(put_thing_attrs(reg, "b", NULL, "{\"serial\":\"1001\"}"), IOT_OK);
     CHECK_INT(put_thing_attrs(reg, "c", "sensor", NULL), IOT_OK);
     CHECK_INT(put_thing_attrs(reg, "d", NULL, "{\"color\":\"100\"}"), IOT_OK);
@@ -1164,9 +1168,9 @@ static void test_thing_lists(void)
     CHECK_INT(registry_thing_list(reg, NULL, &pg, &list, &next, &err), IOT_OK);
     const cJSON *a = cJSON_GetArrayItem(list, 0);
     CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(a, "type_name")), "sensor");
-    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "attributes"),
-                                                       "color")),
-              "red");
+    CHECK_STR(
+        cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "attributes"), "color")),
+        "red");
     CHECK_INT(cJSON_GetNumberValue(cJSON_GetObjectItem(a, "version")), 1);
     CHECK(cJSON_GetObjectItem(a, "id") != NULL);
     CHECK(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 2), "attributes") == NULL);
@@ -1207,15 +1211,15 @@ static void test_thing_lists(void)
     CHECK_STR(keys(registry_thing_group_list(reg, "root", NULL, true, NULL, &list, NULL, &err),
                    &list, "name"),
               "kid,leaf");
-    CHECK_STR(keys(registry_thing_group_list(reg, NULL, "o", false, NULL, &list, NULL, &err),
-                   &list, "name"),
+    CHECK_STR(keys(registry_thing_group_list(reg, NULL, "o", false, NULL, &list, NULL, &err), &list,
+                   "name"),
               "other");
     CHECK_STR(keys(registry_thing_group_list(reg, "root", "l", true, NULL, &list, NULL, &err),
                    &list, "name"),
               "leaf");
-    CHECK_STR(keys(registry_thing_group_list_for_thing(reg, "a", NULL, &list, NULL, &err), &list,
-                   "name"),
-              "root");
+    CHECK_STR(
+        keys(registry_thing_group_list_for_thing(reg, "a", NULL, &list, NULL, &err), &list, "name"),
+        "root");
     CHECK_INT(registry_thing_group_ancestors(reg, "leaf", &list), IOT_OK);
     CHECK_STR(listed(IOT_OK, &list), "root,kid");
     CHECK_INT(registry_thing_group_ancestors(reg, "root", &list), IOT_OK);
@@ -1265,8 +1269,8 @@ static void test_thing_types(void)
     cJSON *list = NULL;
 
     cJSON *searchable = cJSON_Parse("[\"serial\",\"model\"]");
-    struct registry_thing_type in = {.name = (char *)"sensor", .description = (char *)"temp",
-                                     .searchable = searchable};
+    struct registry_thing_type in = {
+        .name = (char *)"sensor", .description = (char *)"temp", .searchable = searchable};
     struct registry_thing_type bad = {.name = (char *)"bad", .searchable = cJSON_CreateObject()};
     CHECK_INT(registry_thing_type_create(reg, &bad, &err), IOT_ERR_INVALID_REQUEST);
     cJSON_Delete(bad.searchable);
@@ -1375,8 +1379,7 @@ static void test_policy_versions(void)
     free((char *)pg.after);
     pg = (struct registry_page){.descending = true};
     CHECK_STR(keys(registry_policy_list(reg, &pg, &list, NULL, &err), &list, "name"), "p,a");
-    CHECK_STR(keys(registry_policy_target_list(reg, "p", NULL, &list, NULL, &err), &list,
-                   "target"),
+    CHECK_STR(keys(registry_policy_target_list(reg, "p", NULL, &list, NULL, &err), &list, "target"),
               "t1,t2");
     CHECK_STR(keys(registry_target_policy_list(reg, "t1", NULL, &list, NULL, &err), &list, "name"),
               "a,p");
@@ -1403,8 +1406,8 @@ static void test_template_versions(void)
     CHECK_INT(registry_template_version_list(reg, "t", NULL, &list, &next, &err),
               IOT_ERR_NOT_FOUND);
     CHECK_INT(registry_template_default_version(reg, "t", &v, &err), IOT_ERR_NOT_FOUND);
-    struct registry_template in = {.name = (char *)"t", .body = (char *)"{\"b\":1}",
-                                   .enabled = true, .created = 10};
+    struct registry_template in = {
+        .name = (char *)"t", .body = (char *)"{\"b\":1}", .enabled = true, .created = 10};
     CHECK_INT(registry_template_put(reg, &in, &err), IOT_OK);
     CHECK_INT(registry_template_default_version(reg, "t", &v, &err), IOT_OK);
     CHECK_INT(v, 1);
@@ -1450,17 +1453,17 @@ static void test_template_versions(void)
     CHECK(is_default);
     free(body);
 
-    struct registry_template other = {.name = (char *)"a", .body = (char *)"{}",
-                                      .description = (char *)"first"};
+    struct registry_template other = {
+        .name = (char *)"a", .body = (char *)"{}", .description = (char *)"first"};
     CHECK_INT(registry_template_put(reg, &other, &err), IOT_OK);
     CHECK_STR(keys(registry_template_list(reg, NULL, &list, NULL, &err), &list, "name"), "a,t");
     CHECK_STR(keys(registry_template_list(reg, NULL, &list, NULL, &err), &list, "enabled"), "0,0");
 
     CHECK_INT(registry_template_delete(reg, "t", &err), IOT_OK);
     CHECK_INT(registry_template_put(reg, &in, &err), IOT_OK); /* same name again: fresh versions */
-    CHECK_STR(keys(registry_template_version_list(reg, "t", NULL, &list, NULL, &err), &list,
-                   "version"),
-              "1");
+    CHECK_STR(
+        keys(registry_template_version_list(reg, "t", NULL, &list, NULL, &err), &list, "version"),
+        "1");
     registry_close(reg);
 }
 
