@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-release}
 
 build_pkgs=(cmake make gcc pkg-config openssl ca-certificates
-  mosquitto mosquitto-dev libssl-dev libcjson-dev uuid-dev libsqlite3-dev libmicrohttpd-dev
+  mosquitto mosquitto-dev libmosquitto-dev libssl-dev libcjson-dev uuid-dev libsqlite3-dev libmicrohttpd-dev
   libcurl4-openssl-dev libcbor-dev uthash-dev)
 test_pkgs=(mosquitto-clients python3 python3-paho-mqtt python3-pytest python3-cbor2 python3-cryptography
   awscli python3-boto3 sqlite3 nodejs npm curl clang libclang-rt-14-dev)
