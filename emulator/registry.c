@@ -2214,57 +2214,119 @@ enum iot_err registry_policy_version_get(struct registry *reg, const char *name,
     return code;
 }
 
+/* ---- versioned resources -------------------------------------------------------------- */
+/* Policies and provisioning templates share one versioning scheme: a parent row that holds the
+ * default version's text (what the broker and fleet provisioning read) and a table of versions
+ * whose ids are never reused. The descriptors name constant tables and columns only; client data
+ * is always bound. */
+struct versioned {
+    const char *noun;     /* "Policy", "Template": for messages */
+    const char *parent;   /* parent table */
+    const char *versions; /* version table */
+    const char *owner;    /* the version table's column naming the parent */
+    const char *text;     /* the text column, same name in both tables */
+    bool touch_on_add;    /* adding a version also updates the parent's modified time */
+};
+
+static const struct versioned POLICY_VERSIONS = {"Policy", "policies", "policy_versions",
+                                                 "policy", "document", false};
+static const struct versioned TEMPLATE_VERSIONS = {"Template", "templates", "template_versions",
+                                                   "template", "body", true};
+
+static enum iot_err set_default_version(struct registry *reg, const struct versioned *vd,
+                                        const char *name, long long version,
+                                        struct iot_error *err)
+{
+    char sql[512];
+    bool found;
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s WHERE %s = ?1 AND version = ?2", vd->versions,
+             vd->owner);
+    enum iot_err code = exists(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(version)), &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "%s %s version %lld not found", vd->noun,
+                             name, version);
+    if (code != IOT_OK)
+        return code;
+    snprintf(sql, sizeof(sql),
+             "UPDATE %s SET default_version = ?2, modified = ?3, %s ="
+             " (SELECT %s FROM %s WHERE %s = ?1 AND version = ?2) WHERE name = ?1",
+             vd->parent, vd->text, vd->text, vd->versions, vd->owner);
+    return run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(version), ARG_NUM(now_or(0))), err);
+}
+
+/* The next version id: one past the highest ever used (last_version), so ids are not reused. */
+static enum iot_err next_version(struct registry *reg, const struct versioned *vd,
+                                 const char *name, long long *out, struct iot_error *err)
+{
+    char sql[512];
+    sqlite3_stmt *st;
+    bool found = false;
+    snprintf(sql, sizeof(sql),
+             "SELECT max(last_version, (SELECT coalesce(max(version), 0) FROM %s WHERE %s = ?1))"
+             " + 1 FROM %s WHERE name = ?1",
+             vd->versions, vd->owner, vd->parent);
+    enum iot_err code = prepare(reg, &st, sql, ARGS(ARG_TEXT(name)), err);
+    if (code == IOT_OK)
+        code = first_row(reg, st, &found, err);
+    if (code == IOT_OK && !found)
+        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "%s %s not found", vd->noun, name);
+    if (code == IOT_OK)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return code;
+}
+
+static enum iot_err add_version(struct registry *reg, const struct versioned *vd, const char *name,
+                                const char *text, bool set_default, long long *version,
+                                struct iot_error *err)
+{
+    char sql[512];
+    long long v = 0;
+    enum iot_err code = next_version(reg, vd, name, &v, err);
+    if (code == IOT_OK) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO %s (%s, version, %s, created) VALUES (?1, ?2, ?3, ?4)",
+                 vd->versions, vd->owner, vd->text);
+        code = run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_TEXT(text), ARG_NUM(now_or(0))),
+                   err);
+    }
+    if (code == IOT_OK) {
+        snprintf(sql, sizeof(sql), "UPDATE %s SET last_version = ?2%s WHERE name = ?1",
+                 vd->parent, vd->touch_on_add ? ", modified = ?3" : "");
+        code = vd->touch_on_add
+                   ? run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_NUM(now_or(0))), err)
+                   : run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(v)), err);
+    }
+    if (code == IOT_OK && set_default)
+        code = set_default_version(reg, vd, name, v, err);
+    if (code == IOT_OK && version != NULL)
+        *version = v;
+    return code;
+}
+
 static enum iot_err set_default_policy(struct registry *reg, const char *name, long long version,
                                        struct iot_error *err)
 {
-    bool found;
-    enum iot_err code =
-        exists(reg, "SELECT 1 FROM policy_versions WHERE policy = ?1 AND version = ?2",
-               ARGS(ARG_TEXT(name), ARG_NUM(version)), &found, err);
-    if (code == IOT_OK && !found)
-        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s version %lld not found", name,
-                             version);
-    /* policies.document is what registry_policy_get() and the broker read: the default's text. */
-    if (code == IOT_OK)
-        code = run(reg,
-                   "UPDATE policies SET default_version = ?2, modified = ?3, document ="
-                   " (SELECT document FROM policy_versions WHERE policy = ?1 AND version = ?2)"
-                   " WHERE name = ?1",
-                   ARGS(ARG_TEXT(name), ARG_NUM(version), ARG_NUM(now_or(0))), err);
-    return code;
+    return set_default_version(reg, &POLICY_VERSIONS, name, version, err);
 }
 
 static enum iot_err add_policy_version(struct registry *reg, const char *name, const char *document,
                                        bool set_default, long long *version, struct iot_error *err)
 {
-    long long v = 0;
-    sqlite3_stmt *st;
-    bool found = false;
-    enum iot_err code = prepare(reg, &st,
-                                "SELECT max(last_version, (SELECT coalesce(max(version), 0) FROM"
-                                " policy_versions WHERE policy = ?1)) + 1 FROM policies"
-                                " WHERE name = ?1",
-                                ARGS(ARG_TEXT(name)), err);
-    if (code == IOT_OK)
-        code = first_row(reg, st, &found, err);
-    if (code == IOT_OK && !found)
-        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s not found", name);
-    if (code == IOT_OK)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (code == IOT_OK)
-        code = run(reg,
-                   "INSERT INTO policy_versions (policy, version, document, created)"
-                   " VALUES (?1, ?2, ?3, ?4)",
-                   ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_TEXT(document), ARG_NUM(now_or(0))), err);
-    if (code == IOT_OK)
-        code = run(reg, "UPDATE policies SET last_version = ?2 WHERE name = ?1",
-                   ARGS(ARG_TEXT(name), ARG_NUM(v)), err);
-    if (code == IOT_OK && set_default)
-        code = set_default_policy(reg, name, v, err);
-    if (code == IOT_OK && version != NULL)
-        *version = v;
-    return code;
+    return add_version(reg, &POLICY_VERSIONS, name, document, set_default, version, err);
+}
+
+static enum iot_err set_default_template(struct registry *reg, const char *name, long long version,
+                                         struct iot_error *err)
+{
+    return set_default_version(reg, &TEMPLATE_VERSIONS, name, version, err);
+}
+
+static enum iot_err add_template_version(struct registry *reg, const char *name, const char *body,
+                                         bool set_default, long long *version,
+                                         struct iot_error *err)
+{
+    return add_version(reg, &TEMPLATE_VERSIONS, name, body, set_default, version, err);
 }
 
 enum iot_err registry_policy_version_add(struct registry *reg, const char *name,
@@ -2403,60 +2465,6 @@ enum iot_err registry_template_version_get(struct registry *reg, const char *nam
         *created = row.created;
     if (is_default != NULL)
         *is_default = row.is_default;
-    return code;
-}
-
-static enum iot_err set_default_template(struct registry *reg, const char *name, long long version,
-                                         struct iot_error *err)
-{
-    bool found;
-    enum iot_err code =
-        exists(reg, "SELECT 1 FROM template_versions WHERE template = ?1 AND version = ?2",
-               ARGS(ARG_TEXT(name), ARG_NUM(version)), &found, err);
-    if (code == IOT_OK && !found)
-        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s version %lld not found", name,
-                             version);
-    /* templates.body is what fleet provisioning renders: the default version's body. */
-    if (code == IOT_OK)
-        code = run(reg,
-                   "UPDATE templates SET default_version = ?2, modified = ?3, body ="
-                   " (SELECT body FROM template_versions WHERE template = ?1 AND version = ?2)"
-                   " WHERE name = ?1",
-                   ARGS(ARG_TEXT(name), ARG_NUM(version), ARG_NUM(now_or(0))), err);
-    return code;
-}
-
-static enum iot_err add_template_version(struct registry *reg, const char *name, const char *body,
-                                         bool set_default, long long *version,
-                                         struct iot_error *err)
-{
-    long long v = 0;
-    sqlite3_stmt *st;
-    bool found = false;
-    enum iot_err code = prepare(reg, &st,
-                                "SELECT max(last_version, (SELECT coalesce(max(version), 0) FROM"
-                                " template_versions WHERE template = ?1)) + 1 FROM templates"
-                                " WHERE name = ?1",
-                                ARGS(ARG_TEXT(name)), err);
-    if (code == IOT_OK)
-        code = first_row(reg, st, &found, err);
-    if (code == IOT_OK && !found)
-        code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
-    if (code == IOT_OK)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (code == IOT_OK)
-        code = run(reg,
-                   "INSERT INTO template_versions (template, version, body, created)"
-                   " VALUES (?1, ?2, ?3, ?4)",
-                   ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_TEXT(body), ARG_NUM(now_or(0))), err);
-    if (code == IOT_OK)
-        code = run(reg, "UPDATE templates SET last_version = ?2, modified = ?3 WHERE name = ?1",
-                   ARGS(ARG_TEXT(name), ARG_NUM(v), ARG_NUM(now_or(0))), err);
-    if (code == IOT_OK && set_default)
-        code = set_default_template(reg, name, v, err);
-    if (code == IOT_OK && version != NULL)
-        *version = v;
     return code;
 }
 
