@@ -27,6 +27,16 @@ struct registry {
     int depth;                      /* transaction levels open, on the thread holding the lock */
     sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() when the outer level opened */
     _Atomic uint64_t version;       /* read without the lock: it is on the CONNECT hot path */
+    /* registry events: the hook, the enabled types (bit per enum registry_event_type, read
+     * without the lock), and the changes of the open transaction with, per level, how many
+     * there were when it opened (a rolled-back savepoint drops its own) */
+    void (*on_change)(const struct registry_change *c, void *arg);
+    void *on_change_arg;
+    _Atomic unsigned events_on;
+    bool events_stale; /* an event configuration changed in the open transaction */
+    struct registry_change *changes;
+    size_t n_changes, cap_changes;
+    size_t marks[16];
 };
 
 /* Indexes serve the lookups the API makes that no primary key covers: by principal, by target,
@@ -103,6 +113,7 @@ static const struct {
     {"policies", "last_version", "INTEGER NOT NULL DEFAULT 1"}, /* version ids are never reused */
     {"templates", "default_version", "INTEGER NOT NULL DEFAULT 1"},
     {"templates", "last_version", "INTEGER NOT NULL DEFAULT 1"},
+    {"thing_group_members", "membership_id", "TEXT"}, /* registry events' membershipId */
 };
 
 /* A random (version 4) UUID in SQL, for rows created before ids existed. */
@@ -116,7 +127,8 @@ static const char MIGRATE_SQL[] =
     "UPDATE thing_types SET id = " SQL_UUID " WHERE id IS NULL;"
     "UPDATE thing_groups SET id = " SQL_UUID " WHERE id IS NULL;"
     "INSERT OR IGNORE INTO template_versions (template, version, body, created)"
-    " SELECT name, default_version, coalesce(body, ''), created FROM templates;";
+    " SELECT name, default_version, coalesce(body, ''), created FROM templates;"
+    "UPDATE thing_group_members SET membership_id = " SQL_UUID " WHERE membership_id IS NULL;";
 
 static const char *const STATUS_NAMES[] = {
     [CERT_STATUS_ACTIVE] = "ACTIVE",
@@ -299,6 +311,213 @@ static enum iot_err missing(struct iot_error *err, const char *what)
     return iot_error_set(err, IOT_ERR_INVALID_REQUEST, "%s is required", what);
 }
 
+/* ---- registry events: recording changes (shared/spec/provisioning.md §5.3) ------------------ */
+
+static const char *const EVENT_TYPE_NAMES[REGISTRY_EVENT_TYPE_COUNT] = {
+    [REGISTRY_EVENT_THING] = "THING",
+    [REGISTRY_EVENT_THING_TYPE] = "THING_TYPE",
+    [REGISTRY_EVENT_THING_GROUP] = "THING_GROUP",
+    [REGISTRY_EVENT_THING_GROUP_MEMBERSHIP] = "THING_GROUP_MEMBERSHIP",
+    [REGISTRY_EVENT_THING_TYPE_ASSOCIATION] = "THING_TYPE_ASSOCIATION",
+};
+
+const char *registry_event_type_name(enum registry_event_type t)
+{
+    return (size_t)t < REGISTRY_EVENT_TYPE_COUNT ? EVENT_TYPE_NAMES[t] : NULL;
+}
+
+const char *registry_operation_name(enum registry_operation op)
+{
+    static const char *const names[] = {"CREATED", "UPDATED", "DELETED", "ADDED", "REMOVED"};
+    return (size_t)op < sizeof(names) / sizeof(names[0]) ? names[op] : "UNKNOWN";
+}
+
+/* Whether changes of type T are to be recorded: the cheap test every write makes. */
+static bool wants(struct registry *reg, enum registry_event_type t)
+{
+    return reg->on_change != NULL && (atomic_load(&reg->events_on) & (1u << t)) != 0;
+}
+
+/* Reads the enabled types into the mask; called with the lock held, outside a transaction or
+ * after its end. On a read error the mask keeps its value. */
+static void load_event_mask(struct registry *reg)
+{
+    sqlite3_stmt *st;
+    unsigned mask = 0;
+    if (sqlite3_prepare_v2(reg->db, "SELECT event_type FROM event_configurations WHERE enabled", -1,
+                           &st, NULL) != SQLITE_OK)
+        return;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        for (size_t i = 0; name != NULL && i < REGISTRY_EVENT_TYPE_COUNT; i++) {
+            if (strcmp(name, EVENT_TYPE_NAMES[i]) == 0)
+                mask |= 1u << i;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)
+        atomic_store(&reg->events_on, mask);
+    reg->events_stale = false;
+}
+
+void registry_set_change_hook(struct registry *reg,
+                              void (*on_change)(const struct registry_change *c, void *arg),
+                              void *arg)
+{
+    pthread_mutex_lock(&reg->lock);
+    reg->on_change = on_change;
+    reg->on_change_arg = arg;
+    pthread_mutex_unlock(&reg->lock);
+}
+
+static void drop_changes(struct registry *reg, size_t keep)
+{
+    while (reg->n_changes > keep)
+        cJSON_Delete((cJSON *)reg->changes[--reg->n_changes].fields);
+}
+
+/* Records a change of the open transaction; takes FIELDS. A change that cannot be recorded (out
+ * of memory) is lost, as AWS may lose one (§5.3: at least once is not promised either). */
+static void note(struct registry *reg, enum registry_event_type t, enum registry_operation op,
+                 cJSON *fields)
+{
+    if (fields == NULL)
+        return;
+    if (reg->n_changes == reg->cap_changes) {
+        size_t cap = reg->cap_changes ? reg->cap_changes * 2 : 8;
+        struct registry_change *grown = realloc(reg->changes, cap * sizeof(*grown));
+        if (grown == NULL) {
+            cJSON_Delete(fields);
+            return;
+        }
+        reg->changes = grown;
+        reg->cap_changes = cap;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    reg->changes[reg->n_changes++] =
+        (struct registry_change){.type = t,
+                                 .op = op,
+                                 .timestamp_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+                                 .fields = fields};
+}
+
+/* After the outer COMMIT: hands every recorded change to the hook, then forgets them. */
+static void deliver_changes(struct registry *reg)
+{
+    for (size_t i = 0; i < reg->n_changes && reg->on_change != NULL; i++)
+        reg->on_change(&reg->changes[i], reg->on_change_arg);
+    drop_changes(reg, 0);
+}
+
+/* The first column of the first row of SQL (with text arguments A and B, B may be NULL), a JSON
+ * text built by SQLite, parsed; NULL when there is no row or on error. */
+static cJSON *snapshot(struct registry *reg, const char *sql, const char *a, const char *b)
+{
+    sqlite3_stmt *st = NULL;
+    cJSON *out = NULL;
+    enum iot_err code = b ? prepare(reg, &st, sql, ARGS(ARG_TEXT(a), ARG_TEXT(b)), NULL)
+                          : prepare(reg, &st, sql, ARGS(ARG_TEXT(a)), NULL);
+    if (code == IOT_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(st, 0);
+        out = text ? cJSON_Parse(text) : NULL;
+    }
+    sqlite3_finalize(st);
+    return out;
+}
+
+/* Absent values come out as JSON null. */
+static cJSON *thing_snapshot(struct registry *reg, const char *name)
+{
+    return snapshot(reg,
+                    "SELECT json_object('name', name, 'id', id, 'type_name', type_name,"
+                    " 'attributes', json(coalesce(attributes, '{}')), 'version', version)"
+                    " FROM things WHERE name = ?1",
+                    name, NULL);
+}
+
+static cJSON *type_snapshot(struct registry *reg, const char *name)
+{
+    return snapshot(reg,
+                    "SELECT json_object('name', name, 'id', id, 'description', description,"
+                    " 'searchable', json(coalesce(searchable, '[]')),"
+                    " 'deprecated', json(CASE WHEN deprecated THEN 'true' ELSE 'false' END),"
+                    " 'deprecated_at', deprecated_at) FROM thing_types WHERE name = ?1",
+                    name, NULL);
+}
+
+static cJSON *group_snapshot(struct registry *reg, const char *name)
+{
+    return snapshot(
+        reg,
+        "WITH RECURSIVE up(name, id, parent, depth) AS ("
+        " SELECT name, id, parent, 0 FROM thing_groups WHERE name = ?1 UNION ALL"
+        " SELECT g.name, g.id, g.parent, up.depth + 1 FROM thing_groups g JOIN up"
+        " ON g.name = up.parent WHERE up.depth < 16)"
+        " SELECT json_object('name', g.name, 'id', g.id, 'description', g.description,"
+        " 'parent', g.parent, 'parent_id', (SELECT id FROM thing_groups WHERE name = g.parent),"
+        " 'attributes', json(coalesce(g.attributes, '{}')), 'version', g.version,"
+        " 'ancestors', (SELECT json_group_array(json_object('name', name, 'id', id)) FROM"
+        " (SELECT name, id FROM up WHERE depth > 0 ORDER BY depth DESC)))"
+        " FROM thing_groups g WHERE g.name = ?1",
+        name, NULL);
+}
+
+static cJSON *membership_snapshot(struct registry *reg, const char *group, const char *thing)
+{
+    return snapshot(reg,
+                    "SELECT json_object('group', g.name, 'group_id', g.id, 'thing', t.name,"
+                    " 'thing_id', t.id, 'membership_id', m.membership_id)"
+                    " FROM thing_group_members m JOIN thing_groups g ON g.name = m.\"group\""
+                    " JOIN things t ON t.name = m.thing WHERE m.\"group\" = ?1 AND m.thing = ?2",
+                    group, thing);
+}
+
+/* A thing's type association changed from BEFORE's type to AFTER's (either thing may be NULL). */
+static void note_association(struct registry *reg, const cJSON *before, const cJSON *after)
+{
+    const char *was = cJSON_GetStringValue(cJSON_GetObjectItem(before, "type_name"));
+    const char *is = cJSON_GetStringValue(cJSON_GetObjectItem(after, "type_name"));
+    if ((was == NULL && is == NULL) || (was != NULL && is != NULL && strcmp(was, is) == 0))
+        return;
+    const cJSON *thing = after ? after : before;
+    for (int added = 0; added <= 1; added++) {
+        const char *type = added ? is : was;
+        if (type == NULL)
+            continue;
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddItemToObject(f, "thing", cJSON_Duplicate(cJSON_GetObjectItem(thing, "name"), 0));
+        cJSON_AddItemToObject(f, "thing_id", cJSON_Duplicate(cJSON_GetObjectItem(thing, "id"), 0));
+        cJSON_AddStringToObject(f, "type", type);
+        note(reg, REGISTRY_EVENT_THING_TYPE_ASSOCIATION,
+             added ? REGISTRY_OP_ADDED : REGISTRY_OP_REMOVED, f);
+    }
+}
+
+/* Around a write to thing NAME: when thing_watched(), a thing_snapshot() BEFORE it, then
+ * thing_noted() after it succeeded, which records what changed and frees BEFORE. */
+static bool thing_watched(struct registry *reg)
+{
+    return wants(reg, REGISTRY_EVENT_THING) || wants(reg, REGISTRY_EVENT_THING_TYPE_ASSOCIATION);
+}
+
+static void thing_noted(struct registry *reg, const char *name, cJSON *before, bool existed)
+{
+    cJSON *after = thing_snapshot(reg, name);
+    if (wants(reg, REGISTRY_EVENT_THING)) {
+        if (after != NULL)
+            note(reg, REGISTRY_EVENT_THING, existed ? REGISTRY_OP_UPDATED : REGISTRY_OP_CREATED,
+                 cJSON_Duplicate(after, 1));
+        else if (before != NULL)
+            note(reg, REGISTRY_EVENT_THING, REGISTRY_OP_DELETED, cJSON_Duplicate(before, 1));
+    }
+    if (after != NULL && wants(reg, REGISTRY_EVENT_THING_TYPE_ASSOCIATION))
+        note_association(reg, before, after);
+    cJSON_Delete(before);
+    cJSON_Delete(after);
+}
+
 /* ---- locking and transactions ----------------------------------------------------------- */
 
 static void lock(struct registry *reg)
@@ -335,6 +554,8 @@ static enum iot_err txn_open(struct registry *reg, struct iot_error *err)
     }
     if (reg->depth == 0)
         reg->changes_at_begin = sqlite3_total_changes64(reg->db);
+    if ((size_t)reg->depth < sizeof(reg->marks) / sizeof(reg->marks[0]))
+        reg->marks[reg->depth] = reg->n_changes;
     reg->depth++;
     return IOT_OK;
 }
@@ -346,26 +567,41 @@ static enum iot_err close_savepoint(struct registry *reg, bool commit, struct io
     enum iot_err code = commit ? IOT_OK : exec(reg, "ROLLBACK TO level", err);
     if (code == IOT_OK)
         code = exec(reg, "RELEASE level", err);
+    if (!commit && (size_t)reg->depth < sizeof(reg->marks) / sizeof(reg->marks[0]))
+        drop_changes(reg, reg->marks[reg->depth]);
     return code;
 }
 
 /* The version moves only when a commit actually changed rows; a failed or empty one leaves
  * caches valid. */
+static enum iot_err finish_outer(struct registry *reg, bool committed, enum iot_err code)
+{
+    if (committed)
+        deliver_changes(reg);
+    else
+        drop_changes(reg, 0);
+    if (reg->events_stale)
+        load_event_mask(reg);
+    return code;
+}
+
 static enum iot_err close_outer(struct registry *reg, bool commit, struct iot_error *err)
 {
     if (sqlite3_get_autocommit(reg->db))
-        return commit ? iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted") : IOT_OK;
+        return finish_outer(reg, false,
+                            commit ? iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted")
+                                   : IOT_OK);
     enum iot_err code = IOT_OK;
     if (commit) {
         code = exec(reg, "COMMIT", err);
         if (code == IOT_OK) {
             if (sqlite3_total_changes64(reg->db) != reg->changes_at_begin)
                 atomic_fetch_add(&reg->version, 1);
-            return IOT_OK;
+            return finish_outer(reg, true, IOT_OK);
         }
     }
     sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
-    return code;
+    return finish_outer(reg, false, code);
 }
 
 /* Closes the level txn_open() opened and releases its lock. */
@@ -537,6 +773,7 @@ enum iot_err registry_open(const char *path, struct registry **out, struct iot_e
         registry_close(reg);
         return code;
     }
+    load_event_mask(reg);
     *out = reg;
     return IOT_OK;
 }
@@ -547,6 +784,8 @@ void registry_close(struct registry *reg)
         return;
     if (reg->depth > 0 && reg->db != NULL) /* a transaction nobody ended is not committed */
         sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
+    drop_changes(reg, 0);
+    free(reg->changes);
     sqlite3_close(reg->db);
     pthread_mutex_destroy(&reg->lock);
     free(reg);
@@ -896,7 +1135,14 @@ enum iot_err registry_thing_put(struct registry *reg, const struct registry_thin
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
-    return txn_end(reg, put_thing(reg, t, err), err);
+    cJSON *before = thing_watched(reg) ? thing_snapshot(reg, t->name) : NULL;
+    bool existed = before != NULL;
+    code = put_thing(reg, t, err);
+    if (code == IOT_OK && thing_watched(reg))
+        thing_noted(reg, t->name, before, existed);
+    else
+        cJSON_Delete(before);
+    return txn_end(reg, code, err);
 }
 
 static enum iot_err delete_thing(struct registry *reg, const char *name, struct iot_error *err)
@@ -919,7 +1165,13 @@ enum iot_err registry_thing_delete(struct registry *reg, const char *name, struc
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
-    return txn_end(reg, delete_thing(reg, name, err), err);
+    cJSON *before = thing_watched(reg) ? thing_snapshot(reg, name) : NULL;
+    code = delete_thing(reg, name, err);
+    if (code == IOT_OK && thing_watched(reg))
+        thing_noted(reg, name, before, true);
+    else
+        cJSON_Delete(before);
+    return txn_end(reg, code, err);
 }
 
 /* ---- thing types and groups ------------------------------------------------------------- */
@@ -936,6 +1188,16 @@ static bool name_exists(struct registry *reg, const char *sql, const char *name)
     return found;
 }
 
+/* Records the creation of the type or group NAME that SQL inserted. */
+static void note_created(struct registry *reg, const char *sql, const char *name)
+{
+    bool type = strstr(sql, "thing_types") != NULL;
+    if (type && wants(reg, REGISTRY_EVENT_THING_TYPE))
+        note(reg, REGISTRY_EVENT_THING_TYPE, REGISTRY_OP_CREATED, type_snapshot(reg, name));
+    else if (!type && wants(reg, REGISTRY_EVENT_THING_GROUP))
+        note(reg, REGISTRY_EVENT_THING_GROUP, REGISTRY_OP_CREATED, group_snapshot(reg, name));
+}
+
 /* Idempotent, as AWS's CreateThingType/CreateThingGroup are for an identical request. */
 static enum iot_err put_name(struct registry *reg, const char *sql, const char *name,
                              const char *what, struct iot_error *err)
@@ -948,6 +1210,8 @@ static enum iot_err put_name(struct registry *reg, const char *sql, const char *
     if (code != IOT_OK)
         return code;
     code = run(reg, sql, ARGS(ARG_TEXT(name), ARG_NUM(now_or(0)), ARG_TEXT(id)), err);
+    if (code == IOT_OK && sqlite3_changes(reg->db) > 0)
+        note_created(reg, sql, name);
     return txn_end(reg, code, err);
 }
 
@@ -997,9 +1261,19 @@ static enum iot_err change_membership(struct registry *reg, const char *sql, con
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
+    bool watch = wants(reg, REGISTRY_EVENT_THING_GROUP_MEMBERSHIP);
+    bool add = strncmp(sql, "INSERT", 6) == 0;
+    cJSON *before = watch && !add ? membership_snapshot(reg, group, thing) : NULL;
     code = require_group_and_thing(reg, group, thing, err);
     if (code == IOT_OK)
         code = run(reg, sql, ARGS(ARG_TEXT(group), ARG_TEXT(thing)), err);
+    if (code == IOT_OK && watch && sqlite3_changes(reg->db) > 0) {
+        note(reg, REGISTRY_EVENT_THING_GROUP_MEMBERSHIP,
+             add ? REGISTRY_OP_ADDED : REGISTRY_OP_REMOVED,
+             add ? membership_snapshot(reg, group, thing) : before);
+        before = NULL;
+    }
+    cJSON_Delete(before);
     return txn_end(reg, code, err);
 }
 
@@ -1007,8 +1281,10 @@ enum iot_err registry_thing_group_add(struct registry *reg, const char *group, c
                                       struct iot_error *err)
 {
     return change_membership(
-        reg, "INSERT OR IGNORE INTO thing_group_members (\"group\", thing) VALUES (?1, ?2)", group,
-        thing, err);
+        reg,
+        "INSERT OR IGNORE INTO thing_group_members (\"group\", thing, membership_id)"
+        " VALUES (?1, ?2, " SQL_UUID ")",
+        group, thing, err);
 }
 
 enum iot_err registry_thing_group_remove(struct registry *reg, const char *group, const char *thing,
@@ -1857,8 +2133,12 @@ enum iot_err registry_thing_type_create(struct registry *reg, const struct regis
         return missing(err, "Thing type name");
     char *searchable = NULL;
     enum iot_err code = json_text(t->searchable, false, "searchableAttributes", &searchable, err);
-    if (code == IOT_OK && (code = txn_open(reg, err)) == IOT_OK)
-        code = txn_end(reg, create_type(reg, t, searchable, err), err);
+    if (code == IOT_OK && (code = txn_open(reg, err)) == IOT_OK) {
+        code = create_type(reg, t, searchable, err);
+        if (code == IOT_OK && wants(reg, REGISTRY_EVENT_THING_TYPE))
+            note(reg, REGISTRY_EVENT_THING_TYPE, REGISTRY_OP_CREATED, type_snapshot(reg, t->name));
+        code = txn_end(reg, code, err);
+    }
     free(searchable);
     return code;
 }
@@ -1920,6 +2200,8 @@ enum iot_err registry_thing_type_deprecate(struct registry *reg, const char *nam
                ARGS(ARG_TEXT(name), ARG_NUM(deprecated), ARG_NUM(now_or(0))), err);
     if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing type %s not found", name);
+    if (code == IOT_OK && wants(reg, REGISTRY_EVENT_THING_TYPE))
+        note(reg, REGISTRY_EVENT_THING_TYPE, REGISTRY_OP_UPDATED, type_snapshot(reg, name));
     return txn_end(reg, code, err);
 }
 
@@ -1946,7 +2228,13 @@ enum iot_err registry_thing_type_delete(struct registry *reg, const char *name,
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
-    return txn_end(reg, delete_type(reg, name, err), err);
+    cJSON *before = wants(reg, REGISTRY_EVENT_THING_TYPE) ? type_snapshot(reg, name) : NULL;
+    code = delete_type(reg, name, err);
+    if (code == IOT_OK)
+        note(reg, REGISTRY_EVENT_THING_TYPE, REGISTRY_OP_DELETED, before);
+    else
+        cJSON_Delete(before);
+    return txn_end(reg, code, err);
 }
 
 /* ---- thing groups ----------------------------------------------------------------------- */
@@ -1998,8 +2286,13 @@ enum iot_err registry_thing_group_create(struct registry *reg, const struct regi
         return missing(err, "Thing group name");
     char *attributes = NULL;
     enum iot_err code = json_text(g->attributes, true, "attributes", &attributes, err);
-    if (code == IOT_OK && (code = txn_open(reg, err)) == IOT_OK)
-        code = txn_end(reg, create_group(reg, g, attributes, err), err);
+    if (code == IOT_OK && (code = txn_open(reg, err)) == IOT_OK) {
+        code = create_group(reg, g, attributes, err);
+        if (code == IOT_OK && wants(reg, REGISTRY_EVENT_THING_GROUP))
+            note(reg, REGISTRY_EVENT_THING_GROUP, REGISTRY_OP_CREATED,
+                 group_snapshot(reg, g->name));
+        code = txn_end(reg, code, err);
+    }
     free(attributes);
     return code;
 }
@@ -2091,7 +2384,13 @@ enum iot_err registry_thing_group_delete(struct registry *reg, const char *name,
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
-    return txn_end(reg, delete_group(reg, name, err), err);
+    cJSON *before = wants(reg, REGISTRY_EVENT_THING_GROUP) ? group_snapshot(reg, name) : NULL;
+    code = delete_group(reg, name, err);
+    if (code == IOT_OK)
+        note(reg, REGISTRY_EVENT_THING_GROUP, REGISTRY_OP_DELETED, before);
+    else
+        cJSON_Delete(before);
+    return txn_end(reg, code, err);
 }
 
 /* ---- policies: details and versions ----------------------------------------------------- */
@@ -2572,6 +2871,7 @@ enum iot_err registry_event_config_set(struct registry *reg, const char *type, b
                " VALUES (?1, ?2, ?3, ?3) ON CONFLICT (event_type) DO UPDATE SET"
                " enabled = excluded.enabled, modified = excluded.modified",
                ARGS(ARG_TEXT(type), ARG_NUM(enabled), ARG_NUM(now_or(0))), err);
+    reg->events_stale = true; /* the mask is read again when the transaction ends */
     return txn_end(reg, code, err);
 }
 
@@ -2619,5 +2919,6 @@ enum iot_err registry_reset(struct registry *reg, struct iot_error *err)
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
+    reg->events_stale = true;
     return txn_end(reg, wipe(reg, err), err);
 }

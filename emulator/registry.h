@@ -366,6 +366,55 @@ enum iot_err registry_event_config_set(struct registry *reg, const char *type, b
 /* false for an unknown type or when the registry cannot be read. */
 bool registry_event_enabled(struct registry *reg, const char *type);
 
+/* ---- registry events (shared/spec/provisioning.md §5.3) ----
+ * After a commit, the registry reports each change it made to things, thing types, thing groups,
+ * group memberships and thing type associations to the hook, in the order they were made. Only
+ * committed changes are reported (a rolled-back transaction or savepoint reports nothing), and
+ * only for event types enabled by registry_event_config_set(): with every type disabled (AWS's
+ * default) a change costs one atomic load. */
+enum registry_event_type {
+    REGISTRY_EVENT_THING,
+    REGISTRY_EVENT_THING_TYPE,
+    REGISTRY_EVENT_THING_GROUP,
+    REGISTRY_EVENT_THING_GROUP_MEMBERSHIP,
+    REGISTRY_EVENT_THING_TYPE_ASSOCIATION,
+    REGISTRY_EVENT_TYPE_COUNT
+};
+/* The event configuration key ("THING", ...; static), or NULL when out of range. */
+const char *registry_event_type_name(enum registry_event_type t);
+
+enum registry_operation {
+    REGISTRY_OP_CREATED,
+    REGISTRY_OP_UPDATED,
+    REGISTRY_OP_DELETED,
+    REGISTRY_OP_ADDED,
+    REGISTRY_OP_REMOVED,
+};
+/* "CREATED", "UPDATED", ... (static). */
+const char *registry_operation_name(enum registry_operation op);
+
+/* One change. FIELDS (owned by the registry, valid during the call) is the resource after the
+ * change, or before it for DELETED/REMOVED; absent values are absent keys:
+ *   THING                   {"name","id","type_name","attributes" (object),"version"}
+ *   THING_TYPE              {"name","id","description","searchable" (array),"deprecated" (bool),
+ *                            "deprecated_at" (epoch seconds)}
+ *   THING_GROUP             {"name","id","description","parent","parent_id","attributes",
+ *                            "version","ancestors" (array of {"name","id"}, root first)}
+ *   THING_GROUP_MEMBERSHIP  {"group","group_id","thing","thing_id","membership_id"}
+ *   THING_TYPE_ASSOCIATION  {"thing","thing_id","type"} */
+struct registry_change {
+    enum registry_event_type type;
+    enum registry_operation op;
+    long long timestamp_ms; /* when the change was made (epoch milliseconds) */
+    const cJSON *fields;
+};
+/* Sets the hook (NULL removes it). It runs on the thread that committed, with the registry locked:
+ * it must be quick and must not call the registry (queue the change). Set it before other threads
+ * use the registry, or after they stopped. */
+void registry_set_change_hook(struct registry *reg,
+                              void (*on_change)(const struct registry_change *c, void *arg),
+                              void *arg);
+
 /* ---- reset ---- */
 /* Empties every table in one transaction (the schema stays). */
 enum iot_err registry_reset(struct registry *reg, struct iot_error *err);
