@@ -29,6 +29,7 @@ int on_tick(int event, void *event_data, void *userdata)
     atomic_store(&p->ready, true);
     broker_event(p, NULL);
     workq_drain(p->workq, jobs_done, p);
+    reg_events_publish(p);
     broker_tick(p, now);
     if (now >= p->next_sweep) {
         p->next_sweep = now + 1;

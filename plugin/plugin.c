@@ -98,6 +98,10 @@ static int open_state(struct plugin *p, struct iot_error *err)
     }
     if (p->opt.aws.broker_log != NULL)
         p->log = broker_log_open(p->opt.aws.broker_log);
+    if (!reg_events_start(p)) {
+        iot_error_set(err, IOT_ERR_NOMEM, "out of memory");
+        return fail(err);
+    }
     if (workq_start(PLUGIN_WORKERS, &p->workq) != IOT_OK) {
         iot_error_set(err, IOT_ERR_INTERNAL, "cannot start worker threads");
         return fail(err);
@@ -146,6 +150,7 @@ static void destroy(struct plugin *p)
         free(p->replies);
         p->replies = next;
     }
+    reg_events_stop(p);
     broker_clear(p);
     conns_clear(p);
     sessions_free(p->sessions);

@@ -121,6 +121,7 @@ struct options {
 };
 
 struct broker_log;
+struct reg_events;
 
 struct plugin {
     mosquitto_plugin_id_t *id;
@@ -145,6 +146,7 @@ struct plugin {
     long long swept_at_ms;  /* CLOCK_MONOTONIC of that sweep */
     time_t next_expiry;
     bool expiry_running;
+    struct reg_events *reg_events; /* registry events waiting for the tick (registry_events.c) */
 };
 
 int on_basic_auth(int event, void *event_data, void *userdata);
@@ -215,6 +217,12 @@ void lifecycle_connect_failed(struct plugin *p, struct conn *c);
 void lifecycle_subscriptions(struct plugin *p, struct conn *c, bool subscribed,
                              const char *const *filters, size_t n);
 
+/* Registry events (registry_events.c): reg_events_start() hooks the registry (false when out of
+ * memory), reg_events_publish() publishes what was queued since (broker thread, on the tick),
+ * reg_events_stop() unhooks and frees the queue once no other thread writes the registry. */
+bool reg_events_start(struct plugin *p);
+void reg_events_publish(struct plugin *p);
+void reg_events_stop(struct plugin *p);
 /* Mosquitto's own log, read back for why a connection ended (broker_log.c): MOSQ_EVT_DISCONNECT
  * carries no reason in Mosquitto 2.0.11. broker_log_reason() reads what was logged since the
  * last call and reports the last disconnect line about CLIENT_ID in it, if any. */
