@@ -319,6 +319,7 @@ static const char *const EVENT_TYPE_NAMES[REGISTRY_EVENT_TYPE_COUNT] = {
     [REGISTRY_EVENT_THING_GROUP] = "THING_GROUP",
     [REGISTRY_EVENT_THING_GROUP_MEMBERSHIP] = "THING_GROUP_MEMBERSHIP",
     [REGISTRY_EVENT_THING_TYPE_ASSOCIATION] = "THING_TYPE_ASSOCIATION",
+    [REGISTRY_EVENT_THING_GROUP_HIERARCHY] = "THING_GROUP_HIERARCHY",
 };
 
 const char *registry_event_type_name(enum registry_event_type t)
@@ -2291,6 +2292,9 @@ enum iot_err registry_thing_group_create(struct registry *reg, const struct regi
         if (code == IOT_OK && wants(reg, REGISTRY_EVENT_THING_GROUP))
             note(reg, REGISTRY_EVENT_THING_GROUP, REGISTRY_OP_CREATED,
                  group_snapshot(reg, g->name));
+        if (code == IOT_OK && !empty(g->parent) && wants(reg, REGISTRY_EVENT_THING_GROUP_HIERARCHY))
+            note(reg, REGISTRY_EVENT_THING_GROUP_HIERARCHY, REGISTRY_OP_ADDED,
+                 group_snapshot(reg, g->name));
         code = txn_end(reg, code, err);
     }
     free(attributes);
@@ -2384,9 +2388,14 @@ enum iot_err registry_thing_group_delete(struct registry *reg, const char *name,
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
-    cJSON *before = wants(reg, REGISTRY_EVENT_THING_GROUP) ? group_snapshot(reg, name) : NULL;
+    bool hierarchy = wants(reg, REGISTRY_EVENT_THING_GROUP_HIERARCHY);
+    cJSON *before =
+        wants(reg, REGISTRY_EVENT_THING_GROUP) || hierarchy ? group_snapshot(reg, name) : NULL;
     code = delete_group(reg, name, err);
-    if (code == IOT_OK)
+    if (code == IOT_OK && hierarchy && cJSON_IsString(cJSON_GetObjectItem(before, "parent")))
+        note(reg, REGISTRY_EVENT_THING_GROUP_HIERARCHY, REGISTRY_OP_REMOVED,
+             cJSON_Duplicate(before, true));
+    if (code == IOT_OK && wants(reg, REGISTRY_EVENT_THING_GROUP))
         note(reg, REGISTRY_EVENT_THING_GROUP, REGISTRY_OP_DELETED, before);
     else
         cJSON_Delete(before);

@@ -368,16 +368,17 @@ bool registry_event_enabled(struct registry *reg, const char *type);
 
 /* ---- registry events (shared/spec/provisioning.md §5.3) ----
  * After a commit, the registry reports each change it made to things, thing types, thing groups,
- * group memberships and thing type associations to the hook, in the order they were made. Only
- * committed changes are reported (a rolled-back transaction or savepoint reports nothing), and
- * only for event types enabled by registry_event_config_set(): with every type disabled (AWS's
- * default) a change costs one atomic load. */
+ * group memberships, thing type associations and the group hierarchy to the hook, in the order they
+ * were made. Only committed changes are reported (a rolled-back transaction or savepoint reports
+ * nothing), and only for event types enabled by registry_event_config_set(): with every type
+ * disabled (AWS's default) a change costs one atomic load. */
 enum registry_event_type {
     REGISTRY_EVENT_THING,
     REGISTRY_EVENT_THING_TYPE,
     REGISTRY_EVENT_THING_GROUP,
     REGISTRY_EVENT_THING_GROUP_MEMBERSHIP,
     REGISTRY_EVENT_THING_TYPE_ASSOCIATION,
+    REGISTRY_EVENT_THING_GROUP_HIERARCHY,
     REGISTRY_EVENT_TYPE_COUNT
 };
 /* The event configuration key ("THING", ...; static), or NULL when out of range. */
@@ -401,7 +402,9 @@ const char *registry_operation_name(enum registry_operation op);
  *   THING_GROUP             {"name","id","description","parent","parent_id","attributes",
  *                            "version","ancestors" (array of {"name","id"}, root first)}
  *   THING_GROUP_MEMBERSHIP  {"group","group_id","thing","thing_id","membership_id"}
- *   THING_TYPE_ASSOCIATION  {"thing","thing_id","type"} */
+ *   THING_TYPE_ASSOCIATION  {"thing","thing_id","type"}
+ *   THING_GROUP_HIERARCHY   as THING_GROUP, for the child group added to or removed from its
+ *                           parent (created with a parent, or deleted) */
 struct registry_change {
     enum registry_event_type type;
     enum registry_operation op;

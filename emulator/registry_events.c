@@ -4,6 +4,8 @@
  *   - deprecationDate is the deprecation time in epoch milliseconds, like timestamp (null while the
  *     type is not deprecated);
  *   - propagatingAttributes is [] (iotmock does not model them);
+ *   - a group created with a parent is added to that parent's hierarchy, and a deleted child group
+ *     removed from it (the only ways iotmock changes a parent; AWS documents no trigger);
  *   - thing type associations use the topic and ADDED/REMOVED operations of the spec, which
  *     newer sources use; an older AWS page showed CREATED/DELETED on a shorter topic. */
 #include "registry_events.h"
@@ -147,6 +149,15 @@ static bool group_body(cJSON *o, const cJSON *f, const struct registry_events_ac
            cJSON_AddNullToObject(o, "dynamicGroupMappingId") != NULL;
 }
 
+/* The parent first, then the child: the group the change is about. */
+static bool hierarchy_body(cJSON *o, const cJSON *f)
+{
+    return add_text(o, "thingGroupId", text(f, "parent_id")) &&
+           add_text(o, "thingGroupName", text(f, "parent")) &&
+           add_text(o, "childGroupId", text(f, "id")) &&
+           add_text(o, "childGroupName", text(f, "name"));
+}
+
 static bool membership_body(cJSON *o, const cJSON *f, const struct registry_events_account *acct)
 {
     return add_arn(o, "groupArn", acct, "thinggroup", text(f, "group")) &&
@@ -184,6 +195,7 @@ static cJSON *payload(const struct registry_change *c, const struct registry_eve
         [REGISTRY_EVENT_THING_TYPE] = "THING_TYPE_EVENT",
         [REGISTRY_EVENT_THING_GROUP] = "THING_GROUP_EVENT",
         [REGISTRY_EVENT_THING_GROUP_MEMBERSHIP] = "THING_GROUP_MEMBERSHIP_EVENT",
+        [REGISTRY_EVENT_THING_GROUP_HIERARCHY] = "THING_GROUP_HIERARCHY_EVENT",
     };
     if (c->type == REGISTRY_EVENT_THING_TYPE_ASSOCIATION)
         return association(c, event_id);
@@ -195,6 +207,8 @@ static cJSON *payload(const struct registry_change *c, const struct registry_eve
         ok = type_body(o, c->fields);
     else if (ok && c->type == REGISTRY_EVENT_THING_GROUP)
         ok = group_body(o, c->fields, acct);
+    else if (ok && c->type == REGISTRY_EVENT_THING_GROUP_HIERARCHY)
+        ok = hierarchy_body(o, c->fields);
     else if (ok)
         ok = membership_body(o, c->fields, acct);
     if (!ok) {
@@ -240,6 +254,10 @@ static char *topic(const struct registry_change *c)
     case REGISTRY_EVENT_THING_GROUP_MEMBERSHIP:
         return join((const char *[]){"$aws/events/thingGroupMembership/thingGroup",
                                      text(f, "group"), "thing", text(f, "thing"), op},
+                    5);
+    case REGISTRY_EVENT_THING_GROUP_HIERARCHY:
+        return join((const char *[]){"$aws/events/thingGroupHierarchy/thingGroup",
+                                     text(f, "parent"), "childThingGroup", text(f, "name"), op},
                     5);
     case REGISTRY_EVENT_THING_TYPE_ASSOCIATION:
         return join((const char *[]){"$aws/events/thingTypeAssociation/thing", text(f, "thing"),

@@ -1,6 +1,6 @@
 """Registry events on the wire (shared/spec/provisioning.md §5.3): with an event type enabled by
 UpdateEventConfigurations, each committed change to a thing, thing type, thing group, group
-membership or thing type association is published on its $aws/events/... topic with AWS's fields
+membership, group hierarchy or thing type association is published on its $aws/events/... topic with AWS's fields
 in AWS's order; every type is disabled by default and a disabled type publishes nothing. Changes
 come from the control plane (/usr/bin/aws, boto3) and from fleet provisioning over MQTT."""
 
@@ -16,7 +16,7 @@ from iotmock_support import (ACCOUNT, FLEET_DEFAULT, REGISTER_ACCEPTED_FIELDS, c
 pytestmark = pytest.mark.usefixtures("broker_still_serves")
 
 REGISTRY_TYPES = ["THING", "THING_TYPE", "THING_GROUP", "THING_GROUP_MEMBERSHIP",
-                  "THING_TYPE_ASSOCIATION"]
+                  "THING_TYPE_ASSOCIATION", "THING_GROUP_HIERARCHY"]
 
 # Field order of AWS's documented examples (§5.3).
 THING_FIELDS = ["eventType", "eventId", "timestamp", "operation", "accountId", "thingId",
@@ -30,6 +30,8 @@ THING_GROUP_FIELDS = ["eventType", "eventId", "timestamp", "operation", "account
                       "dynamicGroupMappingId"]
 MEMBERSHIP_FIELDS = ["eventType", "eventId", "timestamp", "operation", "accountId", "groupArn",
                      "groupId", "thingArn", "thingId", "membershipId"]
+HIERARCHY_FIELDS = ["eventType", "eventId", "timestamp", "operation", "accountId", "thingGroupId",
+                    "thingGroupName", "childGroupId", "childGroupName"]
 ASSOCIATION_FIELDS = ["eventId", "eventType", "operation", "thingId", "thingName",
                       "thingTypeName", "timestamp"]
 
@@ -246,3 +248,29 @@ def test_thing_type_associated_and_disassociated(iot, watcher, enable):
     iot.update_thing(thingName=thing, removeThingType=True)
     ev = expect_event(watcher, topic + "/removed", ASSOCIATION_FIELDS, since)
     assert (ev["operation"], ev["thingId"]) == ("REMOVED", thing_id)
+
+
+def test_child_group_added_to_and_removed_from_its_parent(iot, watcher, enable):
+    enable("THING_GROUP_HIERARCHY")
+    parent, child = unique("evpar"), unique("evkid")
+    since = now_ms()
+    parent_id = iot.create_thing_group(thingGroupName=parent)["thingGroupId"]
+    child_id = iot.create_thing_group(thingGroupName=child, parentGroupName=parent)["thingGroupId"]
+    topic = f"$aws/events/thingGroupHierarchy/thingGroup/{parent}/childThingGroup/{child}"
+    ev = expect_event(watcher, topic + "/added", HIERARCHY_FIELDS, since)
+    assert ev == {"eventType": "THING_GROUP_HIERARCHY_EVENT", "eventId": ev["eventId"],
+                  "timestamp": ev["timestamp"], "operation": "ADDED", "accountId": ACCOUNT,
+                  "thingGroupId": parent_id, "thingGroupName": parent, "childGroupId": child_id,
+                  "childGroupName": child}
+    iot.delete_thing_group(thingGroupName=child)
+    ev = expect_event(watcher, topic + "/removed", HIERARCHY_FIELDS, since)
+    assert (ev["operation"], ev["thingGroupId"], ev["childGroupId"]) == (
+        "REMOVED", parent_id, child_id)
+    iot.delete_thing_group(thingGroupName=parent)  # a root group: no hierarchy event
+    # Events leave in commit order: once a later one arrived, an event of the deletion would have.
+    marker, kid = unique("evpar"), unique("evkid")
+    iot.create_thing_group(thingGroupName=marker)
+    iot.create_thing_group(thingGroupName=kid, parentGroupName=marker)
+    later = f"$aws/events/thingGroupHierarchy/thingGroup/{marker}/childThingGroup/{kid}/added"
+    expect_event(watcher, later, HIERARCHY_FIELDS, since)
+    assert registry_topics(watcher) == [topic + "/added", topic + "/removed", later]

@@ -134,6 +134,14 @@ static void test_membership_and_association_payloads(void)
            "\"groupArn\":\"arn:aws:iot:us-east-1:123456789012:thinggroup/G\",\"groupId\":\"gid\","
            "\"thingArn\":\"arn:aws:iot:us-east-1:123456789012:thing/T\",\"thingId\":\"tid\","
            "\"membershipId\":\"mid\"}");
+    expect(REGISTRY_EVENT_THING_GROUP_HIERARCHY, REGISTRY_OP_ADDED,
+           "{\"name\":\"leaf\",\"id\":\"g3\",\"description\":null,\"parent\":\"mid\","
+           "\"parent_id\":\"g2\",\"attributes\":{},\"version\":1,\"ancestors\":[]}",
+           "$aws/events/thingGroupHierarchy/thingGroup/mid/childThingGroup/leaf/added",
+           "{\"eventType\":\"THING_GROUP_HIERARCHY_EVENT\",\"eventId\":\"" EVENT_ID "\","
+           "\"timestamp\":1234567890123,\"operation\":\"ADDED\",\"accountId\":\"123456789012\","
+           "\"thingGroupId\":\"g2\",\"thingGroupName\":\"mid\",\"childGroupId\":\"g3\","
+           "\"childGroupName\":\"leaf\"}");
     expect(REGISTRY_EVENT_THING_TYPE_ASSOCIATION, REGISTRY_OP_REMOVED,
            "{\"thing\":\"T\",\"thing_id\":\"tid\",\"type\":\"Lamp\"}",
            "$aws/events/thingTypeAssociation/thing/T/thingType/Lamp/removed",
@@ -259,7 +267,7 @@ static void test_hook_families(void)
 {
     struct registry *reg = open_with_hook();
     static const char *const types[] = {"THING_TYPE", "THING_GROUP", "THING_GROUP_MEMBERSHIP",
-                                        "THING_TYPE_ASSOCIATION"};
+                                        "THING_TYPE_ASSOCIATION", "THING_GROUP_HIERARCHY"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         CHECK_INT(registry_event_config_set(reg, types[i], true, NULL), IOT_OK);
     struct registry_thing_type ty = {.name = (char *)"Lamp", .description = (char *)"d"};
@@ -289,7 +297,9 @@ static void test_hook_families(void)
     CHECK_INT(registry_thing_group_create(reg, &leaf, NULL), IOT_OK);
     CHECK_INT(registry_thing_group_create(reg, &leaf, NULL), IOT_ERR_ALREADY_EXISTS);
     CHECK_STR(taken(), "THING_GROUP $aws/events/thingGroup/root/created;"
-                       "THING_GROUP $aws/events/thingGroup/leaf/created");
+                       "THING_GROUP $aws/events/thingGroup/leaf/created;"
+                       "THING_GROUP_HIERARCHY $aws/events/thingGroupHierarchy/thingGroup/root/"
+                       "childThingGroup/leaf/added");
     CHECK_STR(field("parent"), "root");
     const cJSON *up = cJSON_GetObjectItem(last_fields, "ancestors");
     CHECK_INT(cJSON_GetArraySize(up), 1);
@@ -310,8 +320,11 @@ static void test_hook_families(void)
     CHECK_STR(taken(), "THING_GROUP_MEMBERSHIP $aws/events/thingGroupMembership/thingGroup/leaf/"
                        "thing/t/removed");
     CHECK_STR(field("membership_id"), membership);
+    CHECK_INT(registry_thing_group_delete(reg, "root", NULL), IOT_ERR_DELETE_CONFLICT);
     CHECK_INT(registry_thing_group_delete(reg, "leaf", NULL), IOT_OK);
-    CHECK_STR(taken(), "THING_GROUP $aws/events/thingGroup/leaf/deleted");
+    CHECK_STR(taken(), "THING_GROUP_HIERARCHY $aws/events/thingGroupHierarchy/thingGroup/root/"
+                       "childThingGroup/leaf/removed;"
+                       "THING_GROUP $aws/events/thingGroup/leaf/deleted");
     /* Without a hook nothing is recorded, enabled or not. */
     registry_set_change_hook(reg, NULL, NULL);
     CHECK_INT(registry_thing_group_delete(reg, "root", NULL), IOT_OK);
