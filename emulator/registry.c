@@ -378,8 +378,8 @@ static void drop_changes(struct registry *reg, size_t keep)
         cJSON_Delete((cJSON *)reg->changes[--reg->n_changes].fields);
 }
 
-/* Records a change of the open transaction; takes FIELDS. A change that cannot be recorded (out
- * of memory) is lost, as AWS may lose one (§5.3: at least once is not promised either). */
+/* Records a change of the open transaction; takes FIELDS (NULL: the snapshot failed). A change
+ * that cannot be recorded (out of memory) loses its event, not the change itself. */
 static void note(struct registry *reg, enum registry_event_type t, enum registry_operation op,
                  cJSON *fields)
 {
