@@ -71,12 +71,17 @@ def sign(directory: Path, ca: Pem, subject: str, name: Optional[str] = None,
 
 
 def self_signed(directory: Path, cn: str) -> Pem:
-    """A self-signed device certificate (not a CA)."""
+    """A self-signed device certificate, explicitly no CA (`openssl req -x509` would add
+    Debian's v3_ca extensions)."""
     name = unique("self")
     key = _key(directory, name)
-    cert = directory / f"{name}.pem"
-    run_openssl("req", "-x509", "-new", "-key", str(key), "-out", str(cert), "-days", "30",
-                "-subj", f"/CN={cn}")
+    csr, cert, ext = (directory / f"{name}.csr", directory / f"{name}.pem",
+                      directory / f"{name}.ext")
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "extendedKeyUsage=clientAuth\n")
+    run_openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
+    run_openssl("x509", "-req", "-in", str(csr), "-signkey", str(key), "-out", str(cert),
+                "-days", "30", "-extfile", str(ext))
     return Pem(cert, key)
 
 
