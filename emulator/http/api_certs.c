@@ -329,6 +329,9 @@ void op_delete_certificate(struct http_request *req, struct http_reply *rep)
         return;
     delete_cert(req, rep, id, force);
     txn_end(req, rep);
+    /* A self-signed certificate registered without a CA leaves the broker's trust with it. */
+    if (rep->error_type == NULL)
+        (void)trust_sync(req, rep);
 }
 
 /* ---- list ----------------------------------------------------------------------------------- */

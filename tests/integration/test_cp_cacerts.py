@@ -216,6 +216,26 @@ def test_register_certificate_without_ca(server, aws, tmp_path):
     aws.fail("CertificateValidationException", "RegisterCertificateWithoutCA",
              "register-certificate-without-ca", "--certificate-pem", f"file://{bad}")
 
+    # Deleted, it leaves the broker's trust store too.
+    aws.ok("update-certificate", "--certificate-id", dev.id, "--new-status", "INACTIVE")
+    aws.ok("delete-certificate", "--certificate-id", dev.id, "--force-delete")
+    assert not capath_holds(server, dev.pem)
+
+
+def test_reset_forgets_the_cas(server_factory, tmp_path):
+    srv = server_factory(name="cacert-reset")
+    aws = Aws(srv)
+    ca = make_ca(tmp_path)
+    register_ca(tmp_path, aws, ca, "--set-as-active")
+    dev = self_signed(tmp_path, "reset-device")
+    aws.ok("register-certificate-without-ca", "--certificate-pem", f"file://{dev.cert}")
+    assert capath_holds(srv, ca.pem) and capath_holds(srv, dev.pem)
+    status, body = srv.control_plane("POST", "/_iotmock/reset")
+    assert status == 200, body
+    assert aws.ok("list-ca-certificates")["certificates"] == []
+    assert not capath_holds(srv, ca.pem) and not capath_holds(srv, dev.pem)
+    assert capath_holds(srv, srv.root_ca.read_text())
+
 
 def test_boto3_ca_family(server, aws, tmp_path):
     iot = boto3_client(server)
