@@ -69,7 +69,12 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
         else if (strcmp(k, "friendly") == 0) o->friendly = is_true(v);
         else if (strcmp(k, "host") == 0) o->host = v;
         else if (strcmp(k, "capath") == 0) o->capath = v;
-        else if (strcmp(k, "jitp_first_connect") == 0) o->jitp_accept_first = strcmp(v, "accept") == 0;
+        else if (strcmp(k, "jitp_first_connect") == 0)
+            o->jitp_accept_first = strcmp(v, "accept") == 0;
+        else if (strcmp(k, "jit_registration_timestamp_null") == 0)
+            o->jit.registration_timestamp_null = is_true(v);
+        else if (strcmp(k, "jitp_without_event") == 0) o->jit.jitp_without_event = is_true(v);
+        else if (strcmp(k, "jitp_requires_enabled") == 0) o->jit.jitp_requires_enabled = is_true(v);
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }
@@ -96,7 +101,8 @@ static int open_state(struct plugin *p, struct iot_error *err)
         ca_open(p->opt.state_dir, &p->ca, err) != IOT_OK ||
         cacert_store_open(reg_path, &p->cacerts, err) != IOT_OK)
         return fail(err);
-    p->jit = (struct jit_config){.account_id = p->opt.account_id};
+    p->jit = p->opt.jit;
+    p->jit.account_id = p->opt.account_id;
     if (p->opt.capath != NULL) { /* before the listeners start: the broker reads it at once */
         char root[4096];
         snprintf(root, sizeof(root), "%s/root-ca.pem", p->opt.state_dir);

@@ -125,6 +125,7 @@ struct options {
      * provisioning is queued (AWS as reported, the default), or provisioned on the spot and let
      * in when this is true. */
     bool jitp_accept_first;
+    struct jit_config jit; /* the spec's open choices (emulator/jit.h), plugin_opt_jit_* */
     struct aws_behaviour aws;
 };
 

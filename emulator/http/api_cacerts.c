@@ -27,8 +27,7 @@ static void reply_cacert_error(struct http_request *req, struct http_reply *rep,
                                const struct cacert_error *e, const char *kind)
 {
     if (e->exception == CACERT_EXC_ALREADY_EXISTS) {
-        reply_exists(rep, e->resource_id, arn_of(req, kind, e->resource_id), "%s",
-                     e->base.message);
+        reply_exists(rep, e->resource_id, arn_of(req, kind, e->resource_id), "%s", e->base.message);
         return;
     }
     if (e->exception == CACERT_EXC_NONE) {
