@@ -326,6 +326,9 @@ static enum iot_err decide_unknown(struct cacert_store *s, struct registry *reg,
         reason(d, JIT_REFUSE, "certificate is outside its validity period (CA %s)", ca->id);
     else
         code = register_pending(reg, cert, ca->id, now_ms, d, raced, err);
+    /* §3.2 item 9: the auto-registered certificate takes its CA's mode. */
+    if (code == IOT_OK && d->registered && ca->mode == CACERT_MODE_SNI_ONLY)
+        code = cacert_device_mode_set(s, d->cert_id, ca->mode, err);
     if (code == IOT_OK && d->registered) {
         bool jitp = has_template(ca);
         if (jitp)
@@ -719,6 +722,8 @@ enum iot_err jit_register_certificate(struct cacert_store *s, struct registry *r
                            ca.id);
     if (code == IOT_OK)
         code = insert_device(reg, cert, id, status, ca.id, err);
+    if (code == IOT_OK && cacert_device_mode_set(s, id, ca.mode, &err->base) != IOT_OK)
+        code = cacert_fail(err, CACERT_EXC_INTERNAL, "%s", err->base.message);
     if (code != IOT_OK)
         id[0] = '\0';
     cacert_clear(&ca);
@@ -748,6 +753,9 @@ enum iot_err jit_register_certificate_without_ca(struct cacert_store *s, struct 
         code = cacert_fail(err, CACERT_EXC_INTERNAL, "%s", err->base.message);
     if (code == IOT_OK)
         code = insert_device(reg, cert, id, status, "", err);
+    /* §4.6: certificates registered without a CA are SNI_ONLY. */
+    if (code == IOT_OK && cacert_device_mode_set(s, id, CACERT_MODE_SNI_ONLY, &err->base) != IOT_OK)
+        code = cacert_fail(err, CACERT_EXC_INTERNAL, "%s", err->base.message);
     if (code != IOT_OK)
         id[0] = '\0';
     X509_free(cert);

@@ -324,7 +324,9 @@ void op_list_certificates_by_ca(struct http_request *req, struct http_reply *rep
             add_arn(req, c, "certificateArn", "cert", item_str(item, "id"));
             cJSON_AddStringToObject(c, "certificateId", item_str(item, "id"));
             cJSON_AddStringToObject(c, "status", item_str(item, "status"));
-            cJSON_AddStringToObject(c, "certificateMode", "DEFAULT");
+            cJSON_AddStringToObject(
+                c, "certificateMode",
+                cacert_mode_name(cacert_device_mode(req->srv->cfg.cacerts, item_str(item, "id"))));
             add_time(c, "creationDate", item_num(item, "created"));
             cJSON_AddItemToArray(certs, c);
             found++;

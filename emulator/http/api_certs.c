@@ -197,7 +197,8 @@ static cJSON *description(struct http_request *req, const struct registry_cert *
     generation_id(c->id, m->customer_version, c->modified, generation);
     cJSON_AddStringToObject(d, "generationId", generation);
     cJSON_AddItemToObject(d, "validity", validity(c->pem));
-    cJSON_AddStringToObject(d, "certificateMode", "DEFAULT");
+    cJSON_AddStringToObject(d, "certificateMode",
+                            cacert_mode_name(cacert_device_mode(req->srv->cfg.cacerts, c->id)));
     return d;
 }
 
@@ -361,7 +362,9 @@ void op_list_certificates(struct http_request *req, struct http_reply *rep)
         add_arn(req, c, "certificateArn", "cert", item_str(item, "id"));
         cJSON_AddStringToObject(c, "certificateId", item_str(item, "id"));
         cJSON_AddStringToObject(c, "status", item_str(item, "status"));
-        cJSON_AddStringToObject(c, "certificateMode", "DEFAULT");
+        cJSON_AddStringToObject(
+            c, "certificateMode",
+            cacert_mode_name(cacert_device_mode(req->srv->cfg.cacerts, item_str(item, "id"))));
         add_time(c, "creationDate", item_num(item, "created"));
         cJSON_AddItemToArray(certs, c);
     }

@@ -146,6 +146,14 @@ def test_sni_only_mode(aws, tmp_path):
     d = aws.ok("describe-ca-certificate", "--certificate-id", out["certificateId"])
     assert d["certificateDescription"]["certificateMode"] == "SNI_ONLY"
     assert d["certificateDescription"]["status"] == "ACTIVE"
+    # Device certificates take their CA's mode (§4.6).
+    dev = sign(tmp_path, ca, "/CN=sni-device")
+    aws.ok("register-certificate", "--certificate-pem", f"file://{dev.cert}")
+    assert aws.ok("describe-certificate", "--certificate-id", dev.id)[
+        "certificateDescription"]["certificateMode"] == "SNI_ONLY"
+    by_ca = aws.ok("list-certificates-by-ca", "--ca-certificate-id", out["certificateId"])
+    assert [(c["certificateId"], c["certificateMode"]) for c in by_ca["certificates"]] == [
+        (dev.id, "SNI_ONLY")]
 
 
 def test_register_certificate(server, aws, tmp_path):
@@ -162,6 +170,7 @@ def test_register_certificate(server, aws, tmp_path):
     assert mosquitto_pub_cert(server, dev.cert, dev.key, unique("r"), "r/t").returncode == 0
     d = aws.ok("describe-certificate", "--certificate-id", dev.id)["certificateDescription"]
     assert d["caCertificateId"] == ca_id and d["status"] == "ACTIVE"
+    assert d["certificateMode"] == "DEFAULT"
 
     # Without it: the registered CA is found by issuer; inactive unless told (§4.6).
     dev2 = sign(tmp_path, ca, "/CN=registered-without-ca-pem")
@@ -204,6 +213,10 @@ def test_register_certificate_without_ca(server, aws, tmp_path):
     assert res.returncode == 0, res
     d = aws.ok("describe-certificate", "--certificate-id", dev.id)["certificateDescription"]
     assert d["status"] == "ACTIVE" and "caCertificateId" not in d
+    assert d["certificateMode"] == "SNI_ONLY"  # §4.6
+    listed = {c["certificateId"]: c["certificateMode"]
+              for c in aws.ok("list-certificates")["certificates"]}
+    assert listed[dev.id] == "SNI_ONLY"
 
     aws.fail("ResourceAlreadyExistsException", "RegisterCertificateWithoutCA",
              "register-certificate-without-ca", "--certificate-pem", f"file://{dev.cert}")

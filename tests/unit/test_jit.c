@@ -1488,6 +1488,13 @@ static void test_register_without_ca(void)
     CHECK_STR(rc.ca_id, "");
     CHECK_STR(registry_cert_status_name(rc.status), "INACTIVE");
     registry_cert_clear(&rc);
+    /* §4.6: both SNI_ONLY; an unknown id and the CA's own id are DEFAULT. */
+    CHECK_INT(cacert_device_mode(store, id), CACERT_MODE_SNI_ONLY);
+    CHECK_INT(cacert_device_mode(store, self_id), CACERT_MODE_SNI_ONLY);
+    CHECK_INT(cacert_device_mode(store, ca_id), CACERT_MODE_DEFAULT);
+    CHECK_INT(cacert_device_mode(NULL, id), CACERT_MODE_DEFAULT);
+    CHECK_INT(cacert_device_mode_set(store, id, CACERT_MODE_DEFAULT, NULL), IOT_OK);
+    CHECK_INT(cacert_device_mode(store, id), CACERT_MODE_DEFAULT);
     cJSON *trusted = NULL;
     CHECK_INT(cacert_trust_ids(store, &trusted, NULL), IOT_OK);
     CHECK_INT(cJSON_GetArraySize(trusted), 1); /* only the self-signed one */
