@@ -5,6 +5,7 @@ registered PENDING_ACTIVATION, the registered event received with AWS's fields a
 activation, a policy, and a second connect that publishes. Also: chained device certificates, a
 deactivated CA, and a live client kicked by update-certificate."""
 
+import json
 import re
 import time
 
@@ -24,11 +25,28 @@ def aws(server):
     return Aws(server)
 
 
+def events_policy(aws: Aws) -> str:
+    """What a JITR listener needs and no more: connect, subscribe to and receive the registered
+    events, and the walkthrough's own test topics."""
+    prefix = "arn:aws:iot:us-east-1:123456789012:"
+    doc = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": prefix + "client/*"},
+        {"Effect": "Allow", "Action": "iot:Subscribe",
+         "Resource": [prefix + "topicfilter/$aws/events/certificates/registered/*",
+                      prefix + "topicfilter/jitr/*"]},
+        {"Effect": "Allow", "Action": "iot:Receive",
+         "Resource": [prefix + "topic/$aws/events/certificates/registered/*",
+                      prefix + "topic/jitr/*"]}]}
+    name = unique("jitr-events")
+    aws.ok("create-policy", "--policy-name", name, "--policy-document", json.dumps(doc))
+    return name
+
+
 @pytest.fixture
 def listener(server, aws, tmp_path):
-    """A connected client whose policy allows everything, subscribed to the registered events."""
+    """A connected client allowed the registered events only, subscribed to them."""
     dev = new_device(aws, tmp_path)
-    aws.ok("attach-policy", "--policy-name", allow_all_policy(aws), "--target", dev.arn)
+    aws.ok("attach-policy", "--policy-name", events_policy(aws), "--target", dev.arn)
     client = MqttClient(server, dev.cert, dev.key).connect()
     client.subscribe(REGISTERED_PREFIX + "#")
     yield client
