@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bootstrap.h"
@@ -16,6 +17,9 @@
 #include "trust.h"
 
 #define DEFAULT_MOSQUITTO "/usr/sbin/mosquitto"
+
+/* The hashed directory of client-certificate issuers the plugin keeps (emulator/capath.h). */
+#define CAPATH_DIR "capath"
 
 struct serve_opts {
     const char *state_dir, *host, *bind, *region, *account_id, *lambda_endpoint, *templates_dir;
@@ -26,6 +30,7 @@ struct serve_opts {
     unsigned without;      /* AWS behaviours switched off (--without), bits of AWS_BEHAVIOURS */
     int alpn_port;         /* a second MQTT listener (e.g. 443), 0 = none */
     unsigned max_keepalive;
+    int jitp_accept_first; /* --jitp-first-connect accept */
 };
 
 /* AWS IoT Core behaviours that differ from stock Mosquitto, all on unless named in --without
@@ -87,6 +92,7 @@ static void usage(FILE *to)
             "                     [--token-ttl SECONDS] [--in-memory] [--friendly]\n"
             "                     [--alpn-port N] [--max-keepalive SECONDS]\n"
             "                     [--without BEHAVIOUR[,BEHAVIOUR...]]\n"
+            "                     [--jitp-first-connect refuse|accept]\n"
             "       iotmock trust|untrust [--state-dir DIR]\n"
             "defaults: ./.iotmock, localhost, 8883 (MQTT over TLS), 4580 (HTTP), 127.0.0.1,\n"
             "          us-east-1, 123456789012\n"
@@ -118,6 +124,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         {"friendly", no_argument, NULL, 'F'},
         {"alpn-port", required_argument, NULL, 'A'}, {"without", required_argument, NULL, 'W'},
         {"max-keepalive", required_argument, NULL, 'K'},
+        {"jitp-first-connect", required_argument, NULL, 'J'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
     *o = (struct serve_opts){.state_dir = "./.iotmock", .host = "localhost", .bind = "127.0.0.1",
                              .region = "us-east-1", .account_id = "123456789012",
@@ -135,6 +142,11 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         case 't': o->templates_dir = optarg; break;
         case 'M': o->in_memory = 1; break;
         case 'F': o->friendly = 1; break;
+        case 'J':
+            if (strcmp(optarg, "accept") != 0 && strcmp(optarg, "refuse") != 0)
+                return 0;
+            o->jitp_accept_first = strcmp(optarg, "accept") == 0;
+            break;
         case 'A':
             if (!parse_port(optarg, &o->alpn_port))
                 return 0;
@@ -192,10 +204,12 @@ static void write_listener(FILE *f, int port, const char *state, const struct se
     fprintf(f,
             "listener %d %s\n"
             "cafile %s/root-ca.pem\n"
+            "capath %s/%s\n"
             "certfile %s/%s\n"
             "keyfile %s/%s\n"
             "require_certificate true\n",
-            port, o->bind, state, state, BOOTSTRAP_SERVER_CERT, state, BOOTSTRAP_SERVER_KEY);
+            port, o->bind, state, state, CAPATH_DIR, state, BOOTSTRAP_SERVER_CERT, state,
+            BOOTSTRAP_SERVER_KEY);
     if (!(o->without & W_QOS_LIMIT))
         fprintf(f, "max_qos 1\n");
     if (!(o->without & W_MQTT5_LIMITS))
@@ -236,6 +250,10 @@ static void write_aws_config(FILE *f, const char *state, const struct serve_opts
 static int write_config(const char *path, const char *state, const struct serve_opts *o,
                         const char *templates_dir)
 {
+    char capath[PATH_MAX + 32];
+    snprintf(capath, sizeof(capath), "%s/%s", state, CAPATH_DIR);
+    if (mkdir(capath, 0755) != 0 && errno != EEXIST)
+        return 0;
     FILE *f = fopen(path, "w");
     if (f == NULL)
         return 0;
@@ -270,6 +288,10 @@ static int write_config(const char *path, const char *state, const struct serve_
         fprintf(f, "plugin_opt_registry :memory:\n");
     if (o->friendly)
         fprintf(f, "plugin_opt_friendly true\n");
+    /* The CAs and self-signed devices registered over HTTP (emulator/capath.h), and the host
+     * DescribeEndpoint answers. */
+    fprintf(f, "plugin_opt_capath %s/%s\nplugin_opt_host %s\nplugin_opt_jitp_first_connect %s\n",
+            state, CAPATH_DIR, o->host, o->jitp_accept_first ? "accept" : "refuse");
     write_aws_config(f, state, o);
     return fclose(f) == 0;
 }

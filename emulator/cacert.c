@@ -41,7 +41,8 @@ static const char SCHEMA_SQL[] =
     "CREATE INDEX IF NOT EXISTS ca_certificates_by_created ON ca_certificates(created, id);"
     "CREATE TABLE IF NOT EXISTS registration_code ("
     " one INTEGER PRIMARY KEY CHECK (one = 1), code TEXT NOT NULL, created INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS trusted_device_certificates (id TEXT PRIMARY KEY NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS trusted_device_certificates (id TEXT PRIMARY KEY NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS sni_only_certificates (id TEXT PRIMARY KEY NOT NULL);";
 
 #define RECORD_COLUMNS                                                                             \
     "id, pem, status, auto_registration, registration_config, certificate_mode, not_before,"       \
@@ -322,7 +323,8 @@ enum iot_err cacert_store_reset(struct cacert_store *s, struct iot_error *err)
         code = txn_end(s,
                        exec(s,
                             "DELETE FROM ca_certificates; DELETE FROM registration_code;"
-                            "DELETE FROM trusted_device_certificates;",
+                            "DELETE FROM trusted_device_certificates;"
+                            "DELETE FROM sni_only_certificates;",
                             err),
                        err);
     pthread_mutex_unlock(&s->lock);
@@ -1242,4 +1244,33 @@ enum iot_err cacert_trust_ids(struct cacert_store *s, cJSON **out, struct iot_er
         select_strings(s, "SELECT id FROM trusted_device_certificates ORDER BY id", out, err);
     pthread_mutex_unlock(&s->lock);
     return code;
+}
+
+/* ---- device certificate modes ---------------------------------------------------------- */
+
+enum iot_err cacert_device_mode_set(struct cacert_store *s, const char *cert_id,
+                                    enum cacert_mode mode, struct iot_error *err)
+{
+    return trust_change(s,
+                        mode == CACERT_MODE_SNI_ONLY
+                            ? "INSERT OR IGNORE INTO sni_only_certificates (id) VALUES (?1)"
+                            : "DELETE FROM sni_only_certificates WHERE id = ?1",
+                        cert_id, err);
+}
+
+enum cacert_mode cacert_device_mode(struct cacert_store *s, const char *cert_id)
+{
+    sqlite3_stmt *st = NULL;
+    bool row = false;
+    if (s == NULL || cert_id == NULL)
+        return CACERT_MODE_DEFAULT;
+    pthread_mutex_lock(&s->lock);
+    if (prepare(s, "SELECT 1 FROM sni_only_certificates WHERE id = ?1", &st, NULL) == IOT_OK) {
+        bind_text(st, 1, cert_id);
+        if (step_row(s, st, &row, NULL) != IOT_OK)
+            row = false;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->lock);
+    return row ? CACERT_MODE_SNI_ONLY : CACERT_MODE_DEFAULT;
 }

@@ -217,4 +217,12 @@ enum iot_err cacert_trust_remove(struct cacert_store *s, const char *cert_id,
 /* *out = new array of the ids, sorted. */
 enum iot_err cacert_trust_ids(struct cacert_store *s, cJSON **out, struct iot_error *err);
 
+/* ---- device certificate modes ---------------------------------------------------------- */
+/* A device certificate's certificateMode (§3.2 item 9, §4.6): SNI_ONLY when registered without a
+ * CA or under an SNI_ONLY CA, else DEFAULT. Only the SNI_ONLY ones are kept; set is idempotent and
+ * DEFAULT forgets the id. cacert_device_mode() answers DEFAULT for unknown ids and on errors. */
+enum iot_err cacert_device_mode_set(struct cacert_store *s, const char *cert_id,
+                                    enum cacert_mode mode, struct iot_error *err);
+enum cacert_mode cacert_device_mode(struct cacert_store *s, const char *cert_id);
+
 #endif

@@ -526,3 +526,50 @@ void fleet_response_clear(struct fleet_response *r)
     r->payload = NULL;
     r->payload_len = 0;
 }
+
+/* ---- CreateProvisioningClaim's implicit permissions (§1.11) ---- */
+
+char *fleet_claim_policy_document(const char *region, const char *account_id,
+                                  const char *template_name)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof(prefix), "arn:aws:iot:%s:%s:", region, account_id);
+    static const char *const TOPICS[] = {"$aws/certificates/create/*",
+                                         "$aws/certificates/create-from-csr/*", NULL};
+    cJSON *doc = cJSON_CreateObject(), *st = cJSON_AddArrayToObject(doc, "Statement");
+    cJSON_AddStringToObject(doc, "Version", "2012-10-17");
+    cJSON *connect = cJSON_CreateObject(), *pub = cJSON_CreateObject(), *sub = cJSON_CreateObject();
+    cJSON *pub_actions = cJSON_CreateArray(), *pub_res = cJSON_CreateArray(),
+          *sub_res = cJSON_CreateArray();
+    char arn[512];
+    cJSON_AddStringToObject(connect, "Effect", "Allow");
+    cJSON_AddStringToObject(connect, "Action", "iot:Connect");
+    snprintf(arn, sizeof(arn), "%sclient/*", prefix);
+    cJSON_AddStringToObject(connect, "Resource", arn);
+    cJSON_AddItemToArray(pub_actions, cJSON_CreateString("iot:Publish"));
+    cJSON_AddItemToArray(pub_actions, cJSON_CreateString("iot:Receive"));
+    for (int i = 0; i < 3; i++) {
+        char topic[128];
+        if (TOPICS[i] != NULL)
+            snprintf(topic, sizeof(topic), "%s", TOPICS[i]);
+        else
+            snprintf(topic, sizeof(topic), "$aws/provisioning-templates/%s/provision/*",
+                     template_name);
+        snprintf(arn, sizeof(arn), "%stopic/%s", prefix, topic);
+        cJSON_AddItemToArray(pub_res, cJSON_CreateString(arn));
+        snprintf(arn, sizeof(arn), "%stopicfilter/%s", prefix, topic);
+        cJSON_AddItemToArray(sub_res, cJSON_CreateString(arn));
+    }
+    cJSON_AddStringToObject(pub, "Effect", "Allow");
+    cJSON_AddItemToObject(pub, "Action", pub_actions);
+    cJSON_AddItemToObject(pub, "Resource", pub_res);
+    cJSON_AddStringToObject(sub, "Effect", "Allow");
+    cJSON_AddStringToObject(sub, "Action", "iot:Subscribe");
+    cJSON_AddItemToObject(sub, "Resource", sub_res);
+    cJSON_AddItemToArray(st, connect);
+    cJSON_AddItemToArray(st, pub);
+    cJSON_AddItemToArray(st, sub);
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    return text;
+}

@@ -94,4 +94,12 @@ void fleet_response_clear(struct fleet_response *r);
 int fleet_status_code(enum iot_err code);
 const char *fleet_error_code(enum iot_err code);
 
+/* The permissions a certificate from CreateProvisioningClaim has without any policy attached
+ * (§1.11; AWS shows none, UNCONFIRMED which exactly): iot:Connect, and Publish/Receive/Subscribe
+ * on the fleet provisioning API of TEMPLATE_NAME only (certificates/create*, its
+ * provision topics), as the shipped iotmock-claim-policy grants for fleet-default. A policy
+ * document; caller free()s; NULL when out of memory. */
+char *fleet_claim_policy_document(const char *region, const char *account_id,
+                                  const char *template_name);
+
 #endif

@@ -2,6 +2,7 @@
  * registration against registered CAs (see jit.h for the contract). */
 #include "jit.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include "capath.h"
 #include "template.h"
 
 #define DEFAULT_ACCOUNT_ID "123456789012"
@@ -324,6 +326,9 @@ static enum iot_err decide_unknown(struct cacert_store *s, struct registry *reg,
         reason(d, JIT_REFUSE, "certificate is outside its validity period (CA %s)", ca->id);
     else
         code = register_pending(reg, cert, ca->id, now_ms, d, raced, err);
+    /* §3.2 item 9: the auto-registered certificate takes its CA's mode. */
+    if (code == IOT_OK && d->registered && ca->mode == CACERT_MODE_SNI_ONLY)
+        code = cacert_device_mode_set(s, d->cert_id, ca->mode, err);
     if (code == IOT_OK && d->registered) {
         bool jitp = has_template(ca);
         if (jitp)
@@ -717,6 +722,8 @@ enum iot_err jit_register_certificate(struct cacert_store *s, struct registry *r
                            ca.id);
     if (code == IOT_OK)
         code = insert_device(reg, cert, id, status, ca.id, err);
+    if (code == IOT_OK && cacert_device_mode_set(s, id, ca.mode, &err->base) != IOT_OK)
+        code = cacert_fail(err, CACERT_EXC_INTERNAL, "%s", err->base.message);
     if (code != IOT_OK)
         id[0] = '\0';
     cacert_clear(&ca);
@@ -746,6 +753,9 @@ enum iot_err jit_register_certificate_without_ca(struct cacert_store *s, struct 
         code = cacert_fail(err, CACERT_EXC_INTERNAL, "%s", err->base.message);
     if (code == IOT_OK)
         code = insert_device(reg, cert, id, status, "", err);
+    /* §4.6: certificates registered without a CA are SNI_ONLY. */
+    if (code == IOT_OK && cacert_device_mode_set(s, id, CACERT_MODE_SNI_ONLY, &err->base) != IOT_OK)
+        code = cacert_fail(err, CACERT_EXC_INTERNAL, "%s", err->base.message);
     if (code != IOT_OK)
         id[0] = '\0';
     X509_free(cert);
@@ -809,5 +819,38 @@ enum iot_err jit_trusted_pems(struct cacert_store *s, struct registry *reg, cons
         code = add_trusted_devices(s, reg, out, err);
     if (code != IOT_OK)
         jit_pems_clear(out);
+    return code;
+}
+
+/* A root CA file larger than this is not one (the directory's own cap would refuse it later). */
+#define ROOT_PEM_MAX 65536
+
+static char *read_small_file(const char *path)
+{
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (f == NULL)
+        return NULL;
+    char *buf = malloc(ROOT_PEM_MAX + 1);
+    size_t n = buf ? fread(buf, 1, ROOT_PEM_MAX, f) : 0;
+    fclose(f);
+    if (buf != NULL)
+        buf[n] = '\0';
+    return buf;
+}
+
+static pthread_mutex_t capath_lock = PTHREAD_MUTEX_INITIALIZER;
+
+enum iot_err jit_sync_capath(struct cacert_store *s, struct registry *reg,
+                             const char *root_pem_path, const char *dir, struct iot_error *err)
+{
+    struct jit_pems pems = {0};
+    char *root = read_small_file(root_pem_path);
+    pthread_mutex_lock(&capath_lock);
+    enum iot_err code = jit_trusted_pems(s, reg, root, &pems, err);
+    if (code == IOT_OK)
+        code = capath_sync(dir, (const char *const *)pems.pems, pems.n, err);
+    pthread_mutex_unlock(&capath_lock);
+    jit_pems_clear(&pems);
+    free(root);
     return code;
 }

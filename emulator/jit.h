@@ -177,4 +177,11 @@ void jit_pems_clear(struct jit_pems *p);
 enum iot_err jit_trusted_pems(struct cacert_store *s, struct registry *reg, const char *root_pem,
                               struct jit_pems *out, struct iot_error *err);
 
+/* Brings the hashed directory DIR (emulator/capath.h) in line with jit_trusted_pems(), the root
+ * CA read from ROOT_PEM_PATH (a missing file counts as none). Every change that affects trust
+ * calls it before it answers; a process-wide lock makes the syncs of the HTTP threads and the
+ * broker thread take turns. */
+enum iot_err jit_sync_capath(struct cacert_store *s, struct registry *reg,
+                             const char *root_pem_path, const char *dir, struct iot_error *err);
+
 #endif

@@ -124,10 +124,33 @@ static void add_group_policies(struct plugin *p, struct conn *c, const char *gro
     add_target_policies(p, c, arn);
 }
 
+/* A CreateProvisioningClaim certificate's rights are implicit (fleet.h); they show in
+ * refusals under this name (never a policy of the registry). */
+#define CLAIM_POLICY_NAME "iotmock-implicit-provisioning-claim"
+
+static void add_claim_policy(struct plugin *p, struct conn *c)
+{
+    struct registry_cert_meta m = {0};
+    struct policy *pol = NULL;
+    if (registry_cert_get_meta(p->reg, c->cert_id, &m, NULL) != IOT_OK || m.claim_template[0] == 0)
+        return;
+    char *doc = fleet_claim_policy_document(p->opt.region, p->opt.account_id, m.claim_template);
+    struct policy **grown = NULL;
+    if (doc != NULL && policy_compile(CLAIM_POLICY_NAME, doc, strlen(doc), &pol, NULL) == IOT_OK &&
+        (grown = realloc(c->policies, (c->n_policies + 1) * sizeof(*grown))) != NULL) {
+        c->policies = grown;
+        c->policies[c->n_policies++] = pol;
+        pol = NULL;
+    }
+    policy_free(pol);
+    free(doc);
+}
+
 /* The union of the certificate's policies and, for an associated thing, its groups' (§2.6). */
 static void load_policies(struct plugin *p, struct conn *c)
 {
     add_target_policies(p, c, c->cert_id);
+    add_claim_policy(p, c);
     if (!c->ctx.thing_associated)
         return;
     cJSON *groups = NULL;

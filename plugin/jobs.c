@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum job_kind { JOB_FLEET, JOB_EXPIRY };
+enum job_kind { JOB_FLEET, JOB_EXPIRY, JOB_JITP };
 
 struct job {
     struct workq_job base; /* first: the pool links jobs through it */
@@ -22,6 +22,8 @@ struct job {
     enum iot_err rc;
     /* JOB_EXPIRY */
     int expired;
+    /* JOB_JITP: cert_id, rc and */
+    struct iot_error err;
 };
 
 static void run_fleet(struct workq_job *base)
@@ -37,6 +39,13 @@ static void run_expiry(struct workq_job *base)
 {
     struct job *j = (struct job *)base;
     registry_expire_tokens(j->p->reg, (long long)time(NULL), &j->expired);
+}
+
+/* JITP (shared/spec/provisioning.md §3.2): the template of the certificate's CA, off the loop. */
+static void run_jitp(struct workq_job *base)
+{
+    struct job *j = (struct job *)base;
+    j->rc = jit_provision(j->p->cacerts, j->p->reg, &j->p->jit, j->cert_id, &j->err);
 }
 
 static void job_free(struct job *j)
@@ -85,6 +94,28 @@ void jobs_submit_expiry(struct plugin *p)
     workq_submit(p->workq, &j->base);
 }
 
+void jobs_submit_jitp(struct plugin *p, const char *cert_id)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->kind = JOB_JITP;
+    j->base.run = run_jitp;
+    j->p = p;
+    snprintf(j->cert_id, sizeof(j->cert_id), "%s", cert_id);
+    workq_submit(p->workq, &j->base);
+}
+
+/* AWS reports JITP failures only in CloudWatch (§3.2 item 6): the log says it loudly. */
+static void jitp_done(const struct job *j)
+{
+    if (j->rc == IOT_OK)
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotmock: JITP provisioned | cert=%s", j->cert_id);
+    else
+        mosquitto_log_printf(MOSQ_LOG_ERR, "iotmock: JITP failed | cert=%s | %s (the certificate "
+                             "stays PENDING_ACTIVATION)", j->cert_id, j->err.message);
+}
+
 /* Publishes an answer so that only its requester, if subscribed, receives it. */
 static void deliver(struct plugin *p, struct job *j)
 {
@@ -122,6 +153,8 @@ void jobs_done(struct workq_job *base, void *arg)
     struct job *j = (struct job *)base;
     if (j->kind == JOB_FLEET)
         deliver(p, j);
+    else if (j->kind == JOB_JITP)
+        jitp_done(j);
     else {
         p->expiry_running = false;
         if (j->expired > 0)

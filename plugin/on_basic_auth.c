@@ -15,6 +15,8 @@
  * goes out (§5.1). */
 #include "plugin.h"
 
+#include <time.h>
+
 #include <openssl/x509.h>
 
 #define REFUSE_SILENTLY MOSQ_ERR_UNKNOWN
@@ -36,27 +38,74 @@ static void refuse(struct mosquitto *client, const char *cert_id, const char *wh
                          id ? id : "", cert_id, why);
 }
 
-/* Only registered ACTIVE certificates authenticate. */
-static bool certificate_ok(struct plugin *p, struct mosquitto *client, const char *id)
+static long long now_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The registered event (shared/spec/provisioning.md §4.4): QoS 1 and not retained, as the
+ * lifecycle events; whoever may receive it gets it through the usual READ check. */
+static void publish_registered(const struct jit_event *e)
+{
+    if (e->topic == NULL)
+        return;
+    int rc = mosquitto_broker_publish_copy(NULL, e->topic, (int)e->payload_len, e->payload, 1,
+                                           false, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: cannot publish %s: error %d", e->topic,
+                             rc);
+}
+
+/* JITP when the first connection is let in (plugin_opt_jitp_first_connect accept): the template
+ * is applied here, on the broker thread, and the certificate must then be ACTIVE. */
+static bool provision_now(struct plugin *p, struct mosquitto *client, const char *id)
+{
+    struct iot_error err = {0};
     enum cert_status status;
-    enum iot_err rc = registry_cert_status(p->reg, id, &status);
-    if (rc == IOT_ERR_NOT_FOUND) {
-        refuse(client, id, "certificate is not registered");
+    if (jit_provision(p->cacerts, p->reg, &p->jit, id, &err) != IOT_OK) {
+        refuse(client, id, err.message);
         return false;
     }
-    if (rc != IOT_OK) {
-        refuse(client, id, "registry unavailable");
-        return false;
-    }
-    if (status != CERT_STATUS_ACTIVE) {
-        char why[96];
-        snprintf(why, sizeof(why), "certificate status is %s, not ACTIVE",
-                 registry_cert_status_name(status));
-        refuse(client, id, why);
+    if (registry_cert_status(p->reg, id, &status) != IOT_OK || status != CERT_STATUS_ACTIVE) {
+        refuse(client, id, "JITP left the certificate inactive");
         return false;
     }
     return true;
+}
+
+/* Only registered ACTIVE certificates authenticate; an unknown one from a registered CA is
+ * registered just in time (JITR/JITP, emulator/jit.h) and, but for JITP's opt-in, refused. */
+static bool certificate_ok(struct plugin *p, struct mosquitto *client, X509 *cert, const char *id)
+{
+    struct jit_decision d = {0};
+    struct iot_error err = {0};
+    bool ok = false;
+    if (jit_connect(p->cacerts, p->reg, &p->jit, cert, NULL, now_ms(), &d, &err) != IOT_OK) {
+        refuse(client, id, "registry unavailable");
+        jit_decision_clear(&d);
+        return false;
+    }
+    switch (d.action) {
+    case JIT_ACCEPT: ok = true; break;
+    case JIT_REFUSE: refuse(client, id, d.reason); break;
+    case JIT_REFUSE_AND_PUBLISH_EVENT:
+        publish_registered(&d.event);
+        refuse(client, id, d.reason);
+        break;
+    case JIT_PROVISION_THEN_REFUSE:
+        publish_registered(&d.event);
+        if (p->opt.jitp_accept_first) {
+            ok = provision_now(p, client, id);
+            break;
+        }
+        jobs_submit_jitp(p, id);
+        refuse(client, id, d.reason);
+        break;
+    }
+    jit_decision_clear(&d);
+    return ok;
 }
 
 /* A refusal after the certificate was accepted: CONNACK "not authorised" on MQTT 5 (and with
@@ -103,7 +152,7 @@ int on_basic_auth(int event, void *event_data, void *userdata)
         X509_free(cert);
         return REFUSE_SILENTLY;
     }
-    if (!certificate_ok(p, ed->client, id)) {
+    if (!certificate_ok(p, ed->client, cert, id)) {
         X509_free(cert);
         return REFUSE_SILENTLY;
     }

@@ -67,6 +67,14 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
         else if (strcmp(k, "http_port") == 0) o->http_port = atoi(v);
         else if (strcmp(k, "token_ttl") == 0) o->token_ttl = atol(v);
         else if (strcmp(k, "friendly") == 0) o->friendly = is_true(v);
+        else if (strcmp(k, "host") == 0) o->host = v;
+        else if (strcmp(k, "capath") == 0) o->capath = v;
+        else if (strcmp(k, "jitp_first_connect") == 0)
+            o->jitp_accept_first = strcmp(v, "accept") == 0;
+        else if (strcmp(k, "jit_registration_timestamp_null") == 0)
+            o->jit.registration_timestamp_null = is_true(v);
+        else if (strcmp(k, "jitp_without_event") == 0) o->jit.jitp_without_event = is_true(v);
+        else if (strcmp(k, "jitp_requires_enabled") == 0) o->jit.jitp_requires_enabled = is_true(v);
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }
@@ -90,8 +98,17 @@ static int open_state(struct plugin *p, struct iot_error *err)
                                   .region = p->opt.region, .account_id = p->opt.account_id};
     if (registry_open(reg_path, &p->reg, err) != IOT_OK ||
         bootstrap_registry(p->reg, &seed, err) != IOT_OK ||
-        ca_open(p->opt.state_dir, &p->ca, err) != IOT_OK)
+        ca_open(p->opt.state_dir, &p->ca, err) != IOT_OK ||
+        cacert_store_open(reg_path, &p->cacerts, err) != IOT_OK)
         return fail(err);
+    p->jit = p->opt.jit;
+    p->jit.account_id = p->opt.account_id;
+    if (p->opt.capath != NULL) { /* before the listeners start: the broker reads it at once */
+        char root[4096];
+        snprintf(root, sizeof(root), "%s/root-ca.pem", p->opt.state_dir);
+        if (jit_sync_capath(p->cacerts, p->reg, root, p->opt.capath, err) != IOT_OK)
+            return fail(err);
+    }
     if ((p->sessions = sessions_new(0)) == NULL) {
         iot_error_set(err, IOT_ERR_NOMEM, "out of memory");
         return fail(err);
@@ -109,7 +126,8 @@ static int open_state(struct plugin *p, struct iot_error *err)
     struct http_config hc = {.bind = p->opt.bind, .port = p->opt.http_port, .reg = p->reg,
                              .state_dir = p->opt.state_dir, .ready = &p->ready, .ca = p->ca,
                              .region = p->opt.region, .account_id = p->opt.account_id,
-                             .seed = &seed};
+                             .seed = &seed, .host = p->opt.host, .cacerts = p->cacerts,
+                             .capath = p->opt.capath};
     if (http_server_start(&hc, &p->http, err) != IOT_OK)
         return fail(err);
     return MOSQ_ERR_SUCCESS;
@@ -156,6 +174,7 @@ static void destroy(struct plugin *p)
     sessions_free(p->sessions);
     broker_log_close(p->log);
     ca_free(p->ca);
+    cacert_store_close(p->cacerts);
     registry_close(p->reg);
     free(p);
 }

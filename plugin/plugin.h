@@ -14,9 +14,11 @@
 #include <uthash.h>
 
 #include "ca.h"
+#include "cacert.h"
 #include "events.h"
 #include "fleet.h"
 #include "http/server.h"
+#include "jit.h"
 #include "quota.h"
 #include "policy.h"
 #include "registry.h"
@@ -117,6 +119,13 @@ struct options {
     int http_port;
     long token_ttl;
     bool friendly; /* answer MQTT 3.1.1 refusals with return codes instead of closing */
+    const char *host;   /* DescribeEndpoint's answer (`iotmock serve --host`) */
+    const char *capath; /* the listener's capath directory, kept by iotmock (emulator/capath.h) */
+    /* JITP's triggering connection (shared/spec/provisioning.md §3.2 item 5): refused after the
+     * provisioning is queued (AWS as reported, the default), or provisioned on the spot and let
+     * in when this is true. */
+    bool jitp_accept_first;
+    struct jit_config jit; /* the spec's open choices (emulator/jit.h), plugin_opt_jit_* */
     struct aws_behaviour aws;
 };
 
@@ -128,6 +137,8 @@ struct plugin {
     struct options opt;
     struct registry *reg;
     struct ca *ca;
+    struct cacert_store *cacerts;
+    struct jit_config jit;
     struct workq *workq;
     struct http_server *http;
     struct fleet_config fleet;
@@ -185,6 +196,7 @@ int authz_deny_code(const struct plugin *p, const struct conn *c);
 void jobs_submit_fleet(struct plugin *p, const struct conn *c, const struct fleet_topic *t,
                        const char *topic, const void *payload, size_t payload_len);
 void jobs_submit_expiry(struct plugin *p);
+void jobs_submit_jitp(struct plugin *p, const char *cert_id);
 void jobs_done(struct workq_job *job, void *arg);
 void jobs_discard(struct workq_job *job, void *arg);
 

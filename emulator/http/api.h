@@ -225,6 +225,19 @@ void op_list_provisioning_template_versions(struct http_request *req, struct htt
 void op_delete_provisioning_template_version(struct http_request *req, struct http_reply *rep);
 void op_create_provisioning_claim(struct http_request *req, struct http_reply *rep);
 void op_register_thing(struct http_request *req, struct http_reply *rep);
+/* api_cacerts.c */
+void op_get_registration_code(struct http_request *req, struct http_reply *rep);
+void op_delete_registration_code(struct http_request *req, struct http_reply *rep);
+void op_register_ca_certificate(struct http_request *req, struct http_reply *rep);
+void op_update_ca_certificate(struct http_request *req, struct http_reply *rep);
+void op_describe_ca_certificate(struct http_request *req, struct http_reply *rep);
+void op_list_ca_certificates(struct http_request *req, struct http_reply *rep);
+void op_delete_ca_certificate(struct http_request *req, struct http_reply *rep);
+void op_register_certificate(struct http_request *req, struct http_reply *rep);
+void op_register_certificate_without_ca(struct http_request *req, struct http_reply *rep);
+void op_list_certificates_by_ca(struct http_request *req, struct http_reply *rep);
+/* Re-syncs the broker's capath after a change to what TLS trusts; false + 500 on failure. */
+bool trust_sync(struct http_request *req, struct http_reply *rep);
 /* api_misc.c */
 void op_describe_endpoint(struct http_request *req, struct http_reply *rep);
 void op_describe_event_configurations(struct http_request *req, struct http_reply *rep);

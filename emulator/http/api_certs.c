@@ -197,7 +197,8 @@ static cJSON *description(struct http_request *req, const struct registry_cert *
     generation_id(c->id, m->customer_version, c->modified, generation);
     cJSON_AddStringToObject(d, "generationId", generation);
     cJSON_AddItemToObject(d, "validity", validity(c->pem));
-    cJSON_AddStringToObject(d, "certificateMode", "DEFAULT");
+    cJSON_AddStringToObject(d, "certificateMode",
+                            cacert_mode_name(cacert_device_mode(req->srv->cfg.cacerts, c->id)));
     return d;
 }
 
@@ -329,6 +330,9 @@ void op_delete_certificate(struct http_request *req, struct http_reply *rep)
         return;
     delete_cert(req, rep, id, force);
     txn_end(req, rep);
+    /* A self-signed certificate registered without a CA leaves the broker's trust with it. */
+    if (rep->error_type == NULL)
+        (void)trust_sync(req, rep);
 }
 
 /* ---- list ----------------------------------------------------------------------------------- */
@@ -358,7 +362,9 @@ void op_list_certificates(struct http_request *req, struct http_reply *rep)
         add_arn(req, c, "certificateArn", "cert", item_str(item, "id"));
         cJSON_AddStringToObject(c, "certificateId", item_str(item, "id"));
         cJSON_AddStringToObject(c, "status", item_str(item, "status"));
-        cJSON_AddStringToObject(c, "certificateMode", "DEFAULT");
+        cJSON_AddStringToObject(
+            c, "certificateMode",
+            cacert_mode_name(cacert_device_mode(req->srv->cfg.cacerts, item_str(item, "id"))));
         add_time(c, "creationDate", item_num(item, "created"));
         cJSON_AddItemToArray(certs, c);
     }

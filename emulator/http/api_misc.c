@@ -117,6 +117,9 @@ void op_update_event_configurations(struct http_request *req, struct http_reply 
         rc = registry_commit(reg);
     else
         registry_rollback(reg);
+    /* The CA store empties with the registry's file; an in-memory registry's store does not. */
+    if (rc == IOT_OK && req->srv->cfg.cacerts != NULL)
+        rc = cacert_store_reset(req->srv->cfg.cacerts, &err);
     if (rc != IOT_OK) {
         if (err.code == IOT_OK)
             iot_error_set(&err, rc, "registry unavailable");
@@ -169,12 +172,17 @@ void op_iotmock_reset(struct http_request *req, struct http_reply *rep)
         rc = registry_commit(reg);
     else
         registry_rollback(reg);
+    /* The CA store empties with the registry's file; an in-memory registry's store does not. */
+    if (rc == IOT_OK && req->srv->cfg.cacerts != NULL)
+        rc = cacert_store_reset(req->srv->cfg.cacerts, &err);
     if (rc != IOT_OK) {
         if (err.code == IOT_OK)
             iot_error_set(&err, rc, "registry unavailable");
         reply_error(rep, 500, "InternalFailureException", "reset failed: %s", err.message);
         return;
     }
+    if (!trust_sync(req, rep))
+        return;
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "status", "reset");
     reply_json(rep, out);

@@ -466,78 +466,10 @@ void op_delete_provisioning_template_version(struct http_request *req, struct ht
 
 /* ---- CreateProvisioningClaim (§1.11) --------------------------------------------------------- */
 
-/* The permissions a claim implies (§1.11, UNCONFIRMED: AWS shows no policy for them): connect,
- * and the fleet provisioning API for its template only, as the shipped iotmock-claim-policy
- * grants for fleet-default. Kept as a real policy so that the broker's policy evaluation needs
- * nothing special; created once per template, never overwritten (a user may edit it). */
-#define CLAIM_POLICY_PREFIX "iotmock-provisioning-claim-"
-
-static char *claim_policy_document(const struct http_config *cfg, const char *template_name)
-{
-    char prefix[256];
-    snprintf(prefix, sizeof(prefix), "arn:aws:iot:%s:%s:", cfg->region, cfg->account_id);
-    static const char *const TOPICS[] = {"$aws/certificates/create/*",
-                                         "$aws/certificates/create-from-csr/*", NULL};
-    cJSON *doc = cJSON_CreateObject(), *st = cJSON_AddArrayToObject(doc, "Statement");
-    cJSON_AddStringToObject(doc, "Version", "2012-10-17");
-    cJSON *connect = cJSON_CreateObject(), *pub = cJSON_CreateObject(), *sub = cJSON_CreateObject();
-    cJSON *pub_actions = cJSON_CreateArray(), *pub_res = cJSON_CreateArray(),
-          *sub_res = cJSON_CreateArray();
-    char arn[512];
-    cJSON_AddStringToObject(connect, "Effect", "Allow");
-    cJSON_AddStringToObject(connect, "Action", "iot:Connect");
-    snprintf(arn, sizeof(arn), "%sclient/*", prefix);
-    cJSON_AddStringToObject(connect, "Resource", arn);
-    cJSON_AddItemToArray(pub_actions, cJSON_CreateString("iot:Publish"));
-    cJSON_AddItemToArray(pub_actions, cJSON_CreateString("iot:Receive"));
-    for (int i = 0; i < 3; i++) {
-        char topic[128];
-        if (TOPICS[i] != NULL)
-            snprintf(topic, sizeof(topic), "%s", TOPICS[i]);
-        else
-            snprintf(topic, sizeof(topic), "$aws/provisioning-templates/%s/provision/*",
-                     template_name);
-        snprintf(arn, sizeof(arn), "%stopic/%s", prefix, topic);
-        cJSON_AddItemToArray(pub_res, cJSON_CreateString(arn));
-        snprintf(arn, sizeof(arn), "%stopicfilter/%s", prefix, topic);
-        cJSON_AddItemToArray(sub_res, cJSON_CreateString(arn));
-    }
-    cJSON_AddStringToObject(pub, "Effect", "Allow");
-    cJSON_AddItemToObject(pub, "Action", pub_actions);
-    cJSON_AddItemToObject(pub, "Resource", pub_res);
-    cJSON_AddStringToObject(sub, "Effect", "Allow");
-    cJSON_AddStringToObject(sub, "Action", "iot:Subscribe");
-    cJSON_AddItemToObject(sub, "Resource", sub_res);
-    cJSON_AddItemToArray(st, connect);
-    cJSON_AddItemToArray(st, pub);
-    cJSON_AddItemToArray(st, sub);
-    char *text = cJSON_PrintUnformatted(doc);
-    cJSON_Delete(doc);
-    return text;
-}
-
-static enum iot_err grant_claim(struct http_request *req, const char *template_name,
-                                const char *cert, struct iot_error *err)
-{
-    char policy[sizeof(CLAIM_POLICY_PREFIX) + TEMPLATE_NAME_MAX];
-    char *existing = NULL;
-    snprintf(policy, sizeof(policy), "%s%s", CLAIM_POLICY_PREFIX, template_name);
-    enum iot_err rc = registry_policy_get(req->srv->cfg.reg, policy, &existing, NULL);
-    free(existing);
-    if (rc == IOT_ERR_NOT_FOUND) {
-        char *doc = claim_policy_document(&req->srv->cfg, template_name);
-        rc = doc ? registry_policy_create(req->srv->cfg.reg, policy, doc, err)
-                 : iot_error_set(err, IOT_ERR_NOMEM, "out of memory");
-        free(doc);
-    }
-    if (rc == IOT_OK)
-        rc = registry_policy_attach(req->srv->cfg.reg, policy, cert, err);
-    return rc;
-}
-
 /* A temporary claim: ACTIVE for five minutes, never listed, recorded with its template
- * (registry_cert_get_meta()) and granted that template's claim permissions, then deleted by the
- * registry's expiry sweep. */
+ * (registry_cert_get_meta()), then deleted by the registry's expiry sweep. Its permissions are
+ * implicit, as on AWS, which shows no policy for them: the broker grants what
+ * fleet_claim_policy_document() says (plugin/authz.c). */
 static void store_claim(struct http_request *req, struct http_reply *rep, const char *name,
                         const struct issued *i, long long expires)
 {
@@ -550,8 +482,7 @@ static void store_claim(struct http_request *req, struct http_reply *rep, const 
     else if (t.type != NULL && strcmp(t.type, TYPE_FLEET) != 0)
         reply_invalid(rep, "Template %s is not a FLEET_PROVISIONING template", name);
     else if (registry_cert_insert(req->srv->cfg.reg, &c, &err) != IOT_OK ||
-             registry_cert_set_claim(req->srv->cfg.reg, i->id, name, expires, &err) != IOT_OK ||
-             grant_claim(req, name, i->id, &err) != IOT_OK)
+             registry_cert_set_claim(req->srv->cfg.reg, i->id, name, expires, &err) != IOT_OK)
         reply_iot_error(rep, &err);
     else {
         cJSON *out = cJSON_CreateObject();

@@ -8,6 +8,7 @@
 
 #include "bootstrap.h"
 #include "ca.h"
+#include "cacert.h"
 #include "err.h"
 #include "registry.h"
 
@@ -26,6 +27,11 @@ struct http_config {
                                         * certificate in state_dir (what `iotmock serve --host` issued),
                                         * else "localhost" */
     const struct bootstrap_seed *seed; /* POST /_iotmock/reset re-seeds with it; copied */
+    /* Bring-your-own CA (api_cacerts.c): the CA store (borrowed; NULL: those operations answer
+     * InternalFailureException) and the broker's capath directory, synced before each answer
+     * that changes trust (NULL: not kept). */
+    struct cacert_store *cacerts;
+    const char *capath;
 };
 
 struct http_server;

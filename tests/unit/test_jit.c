@@ -1488,6 +1488,13 @@ static void test_register_without_ca(void)
     CHECK_STR(rc.ca_id, "");
     CHECK_STR(registry_cert_status_name(rc.status), "INACTIVE");
     registry_cert_clear(&rc);
+    /* §4.6: both SNI_ONLY; an unknown id and the CA's own id are DEFAULT. */
+    CHECK_INT(cacert_device_mode(store, id), CACERT_MODE_SNI_ONLY);
+    CHECK_INT(cacert_device_mode(store, self_id), CACERT_MODE_SNI_ONLY);
+    CHECK_INT(cacert_device_mode(store, ca_id), CACERT_MODE_DEFAULT);
+    CHECK_INT(cacert_device_mode(NULL, id), CACERT_MODE_DEFAULT);
+    CHECK_INT(cacert_device_mode_set(store, id, CACERT_MODE_DEFAULT, NULL), IOT_OK);
+    CHECK_INT(cacert_device_mode(store, id), CACERT_MODE_DEFAULT);
     cJSON *trusted = NULL;
     CHECK_INT(cacert_trust_ids(store, &trusted, NULL), IOT_OK);
     CHECK_INT(cJSON_GetArraySize(trusted), 1); /* only the self-signed one */
@@ -1562,6 +1569,38 @@ static void test_capath_from_registry(void)
     X509_free(dev);
 }
 
+/* jit_sync_capath(): the same directory from the store plus a root CA read from a file (a
+ * missing file counts as none). */
+static void test_sync_capath(void)
+{
+    char dir[] = "/tmp/test_jit_sync.XXXXXX", ca_id[65], root_path[64], cmd[128];
+    fresh();
+    CHECK(mkdtemp(dir) != NULL);
+    X509 *ca = make_ca("/CN=Sync CA", ca_key), *root = make_ca("/CN=Sync root", ca2_key);
+    X509 *dev = make_device("/CN=sync-device", ca, ca_key);
+    X509 *root_dev = make_device("/CN=sync-root-device", root, ca2_key);
+    register_ca(ca, ca_key, false, false, NULL, ca_id);
+    snprintf(root_path, sizeof(root_path), "%s.root.pem", dir);
+    CHECK_INT(jit_sync_capath(store, reg, root_path, dir, NULL), IOT_OK); /* no root file yet */
+    CHECK(verifies(dir, dev));
+    CHECK(!verifies(dir, root_dev));
+    FILE *f = fopen(root_path, "w");
+    CHECK(f != NULL && PEM_write_X509(f, root) == 1);
+    fclose(f);
+    CHECK_INT(jit_sync_capath(store, reg, root_path, dir, NULL), IOT_OK);
+    CHECK(verifies(dir, root_dev));
+    CHECK_INT(cacert_delete(store, ca_id, NULL), IOT_OK);
+    CHECK_INT(jit_sync_capath(store, reg, root_path, dir, NULL), IOT_OK);
+    CHECK(!verifies(dir, dev));
+    CHECK(verifies(dir, root_dev));
+    snprintf(cmd, sizeof(cmd), "rm -rf %s %s", dir, root_path);
+    CHECK_INT(system(cmd), 0);
+    X509_free(ca);
+    X509_free(root);
+    X509_free(dev);
+    X509_free(root_dev);
+}
+
 int main(void)
 {
     ca_key = key_new();
@@ -1589,6 +1628,7 @@ int main(void)
     test_register_certificate();
     test_register_without_ca();
     test_capath_from_registry();
+    test_sync_capath();
     registry_close(reg);
     cacert_store_close(store);
     EVP_PKEY_free(ca_key);
