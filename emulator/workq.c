@@ -1,4 +1,5 @@
-/* Thread pool: a FIFO of submitted jobs guarded by one mutex, and a list of finished ones. */
+/* Thread pool: a FIFO of submitted jobs and one of idle-priority jobs guarded by one mutex, and a
+ * list of finished ones. */
 #include "workq.h"
 
 #include <pthread.h>
@@ -8,11 +9,15 @@ struct workq {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct workq_job *todo_head, *todo_tail;
+    struct workq_job *idle_head, *idle_tail;
     struct workq_job *done_head, *done_tail;
     size_t pending;
+    int idle_running, idle_max;
     bool stopping;
     int nthreads;
     pthread_t *threads;
+    void (*notify)(void *arg);
+    void *notify_arg;
 };
 
 static void push(struct workq_job **head, struct workq_job **tail, struct workq_job *job)
@@ -37,20 +42,54 @@ static struct workq_job *pop(struct workq_job **head, struct workq_job **tail)
     return job;
 }
 
+/* The next job for a worker (lock held): normal work first, idle work only within its share. */
+static struct workq_job *next_job(struct workq *q, bool *idle)
+{
+    *idle = false;
+    if (q->todo_head)
+        return pop(&q->todo_head, &q->todo_tail);
+    if (q->idle_head && q->idle_running < q->idle_max) {
+        *idle = true;
+        q->idle_running++;
+        return pop(&q->idle_head, &q->idle_tail);
+    }
+    return NULL;
+}
+
 static void *worker(void *arg)
 {
     struct workq *q = arg;
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        while (!q->stopping && q->todo_head == NULL)
+        struct workq_job *job = NULL;
+        bool idle = false;
+        while (!q->stopping && (job = next_job(q, &idle)) == NULL)
             pthread_cond_wait(&q->wake, &q->lock);
-        if (q->stopping)
+        if (job == NULL)
             break;
-        struct workq_job *job = pop(&q->todo_head, &q->todo_tail);
         pthread_mutex_unlock(&q->lock);
+        /* read before run: a released job may be gone afterwards */
+        void (*release)(struct workq_job *, bool) = job->release;
         job->run(job);
+        if (release)
+            release(job, true);
         pthread_mutex_lock(&q->lock);
+        if (idle) {
+            q->idle_running--;
+            if (q->idle_head)
+                pthread_cond_signal(&q->wake); /* its share is free again */
+        }
+        if (release) {
+            q->pending--;
+            continue;
+        }
         push(&q->done_head, &q->done_tail, job);
+        void (*notify)(void *) = q->notify;
+        void *notify_arg = q->notify_arg;
+        pthread_mutex_unlock(&q->lock);
+        if (notify)
+            notify(notify_arg);
+        pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);
     return NULL;
@@ -68,6 +107,7 @@ enum iot_err workq_start(int threads, struct workq **out)
     }
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
+    q->idle_max = threads / 2 > 0 ? threads / 2 : 1;
     for (int i = 0; i < threads; i++) {
         if (pthread_create(&q->threads[i], NULL, worker, q) != 0)
             break;
@@ -87,6 +127,23 @@ void workq_submit(struct workq *q, struct workq_job *job)
     push(&q->todo_head, &q->todo_tail, job);
     q->pending++;
     pthread_cond_signal(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+}
+
+void workq_submit_idle(struct workq *q, struct workq_job *job)
+{
+    pthread_mutex_lock(&q->lock);
+    push(&q->idle_head, &q->idle_tail, job);
+    q->pending++;
+    pthread_cond_signal(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+}
+
+void workq_set_notify(struct workq *q, void (*notify)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&q->lock);
+    q->notify = notify;
+    q->notify_arg = arg;
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -129,11 +186,13 @@ void workq_stop(struct workq *q, void (*discard)(struct workq_job *job, void *ar
     for (int i = 0; i < q->nthreads; i++)
         pthread_join(q->threads[i], NULL);
 
-    struct workq_job *lists[2] = {q->done_head, q->todo_head};
-    for (int i = 0; i < 2; i++) {
+    struct workq_job *lists[3] = {q->done_head, q->todo_head, q->idle_head};
+    for (int i = 0; i < 3; i++) {
         while (lists[i]) {
             struct workq_job *next = lists[i]->next;
-            if (discard)
+            if (lists[i]->release)
+                lists[i]->release(lists[i], false);
+            else if (discard)
                 discard(lists[i], arg);
             lists[i] = next;
         }

@@ -9,6 +9,7 @@
 #include "bootstrap.h"
 #include "ca.h"
 #include "err.h"
+#include "keypool.h"
 #include "registry.h"
 
 struct http_config {
@@ -26,6 +27,8 @@ struct http_config {
                                         * certificate in state_dir (what `iotmock serve --host` issued),
                                         * else "localhost" */
     const struct bootstrap_seed *seed; /* POST /_iotmock/reset re-seeds with it; copied */
+    struct keypool *keys;              /* borrowed; CreateKeysAndCertificate takes its keys here;
+                                        * NULL: generates each one */
 };
 
 struct http_server;

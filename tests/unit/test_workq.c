@@ -42,8 +42,92 @@ static void discard(struct workq_job *j, void *arg)
     free(j);
 }
 
+/* Released jobs (workq_job.release) never come back through the drain. */
+static atomic_int released_ran, released_unrun;
+
+static void release(struct workq_job *j, bool ran)
+{
+    atomic_fetch_add(ran ? &released_ran : &released_unrun, 1);
+    free(j);
+}
+
+static atomic_int notified;
+
+static void notify(void *arg)
+{
+    CHECK(arg == &notified);
+    atomic_fetch_add(&notified, 1);
+}
+
+/* A job that holds its worker until told to go. */
+static atomic_bool gate_open;
+static atomic_int order_seen, idle_position;
+
+static void gated(struct workq_job *j)
+{
+    while (!atomic_load(&gate_open))
+        usleep(500);
+    atomic_fetch_add(&order_seen, 1);
+}
+
+static void idle_run(struct workq_job *j)
+{
+    atomic_store(&idle_position, atomic_fetch_add(&order_seen, 1) + 1);
+}
+
+static void drop(struct workq_job *j, void *arg)
+{
+    free(j);
+}
+
+/* Idle jobs wait for normal work; released jobs are not drained; notify fires per finished job. */
+static void test_idle_release_notify(void)
+{
+    struct workq *q = NULL;
+    CHECK_INT(workq_start(1, &q), IOT_OK);
+    workq_set_notify(q, notify, &notified);
+    struct workq_job *first = calloc(1, sizeof(*first));
+    first->run = gated;
+    workq_submit(q, first); /* occupies the only worker */
+    usleep(20000);
+    struct workq_job *idle = calloc(1, sizeof(*idle));
+    idle->run = idle_run;
+    idle->release = release;
+    workq_submit_idle(q, idle); /* queued first ... */
+    for (int i = 0; i < 3; i++) {
+        struct workq_job *j = calloc(1, sizeof(*j));
+        j->run = gated;
+        workq_submit(q, j); /* ... but runs after these */
+    }
+    CHECK_INT(workq_pending(q), 5);
+    atomic_store(&gate_open, true);
+    for (int tries = 0; tries < 2000 && workq_pending(q) > 0; tries++) {
+        workq_drain(q, drop, NULL);
+        usleep(1000);
+    }
+    CHECK_INT(workq_pending(q), 0);
+    CHECK_INT(atomic_load(&idle_position), 5);
+    CHECK_INT(atomic_load(&released_ran), 1);
+    CHECK_INT(atomic_load(&notified), 4); /* the four drained jobs, not the released one */
+
+    /* a released job that never ran is released on stop, not discarded */
+    atomic_store(&gate_open, false);
+    struct workq_job *hold = calloc(1, sizeof(*hold));
+    hold->run = gated;
+    workq_submit(q, hold);
+    usleep(20000);
+    struct workq_job *unrun = calloc(1, sizeof(*unrun));
+    unrun->run = idle_run;
+    unrun->release = release;
+    workq_submit_idle(q, unrun);
+    atomic_store(&gate_open, true);
+    workq_stop(q, drop, NULL);
+    CHECK_INT(atomic_load(&released_ran) + atomic_load(&released_unrun), 2);
+}
+
 int main(void)
 {
+    test_idle_release_notify();
     struct workq *q = NULL;
     CHECK_INT(workq_start(3, &q), IOT_OK);
     int expected = 0;
