@@ -1,8 +1,17 @@
-/* The key pool: a stack of ready keys under a mutex, and refill jobs that each generate one key. */
+/* The key pool: a stack of ready keys under a mutex, and refill jobs that each generate one key on
+ * the work queue's idle workers. A refill gives way to requests: it starts only while no request
+ * job waits or runs, and abandons a key half generated when one arrives (OpenSSL's keygen callback
+ * runs every few milliseconds of work), so a burst of requests gets the CPU to itself. */
 #include "keypool.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/rsa.h>
+
+#define KEYPOOL_YIELD_NS 2000000L /* how often a waiting refill looks again */
 
 #include "ca.h"
 
@@ -20,13 +29,47 @@ struct refill {
     struct keypool *kp;
 };
 
-/* Worker thread: one key into the pool, unless it filled up meanwhile. */
+/* OpenSSL's progress callback: 0 abandons the key. */
+static int keep_going(EVP_PKEY_CTX *ctx)
+{
+    struct workq *q = EVP_PKEY_CTX_get_app_data(ctx);
+    return !workq_busy(q) && !workq_stopping(q);
+}
+
+/* One RSA key generated only while Q has no request to run; NULL when stopping or on failure. */
+static EVP_PKEY *generate_when_idle(struct workq *q)
+{
+    const struct timespec pause = {.tv_nsec = KEYPOOL_YIELD_NS};
+    EVP_PKEY *key = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KEYPOOL_BITS) <= 0)
+        goto cleanup;
+    EVP_PKEY_CTX_set_app_data(ctx, q);
+    EVP_PKEY_CTX_set_cb(ctx, keep_going);
+    int failures = 0;
+    while (!workq_stopping(q) && failures < 3) {
+        if (workq_busy(q)) {
+            nanosleep(&pause, NULL);
+            continue;
+        }
+        if (EVP_PKEY_generate(ctx, &key) > 0)
+            break;
+        key = NULL;
+        ERR_clear_error();
+        if (keep_going(ctx))
+            failures++; /* not abandoned for a request: OpenSSL failed */
+    }
+cleanup:
+    EVP_PKEY_CTX_free(ctx);
+    return key;
+}
+
+/* Idle worker: one key into the pool, unless it filled up meanwhile. */
 static void refill_run(struct workq_job *job)
 {
     struct keypool *kp = ((struct refill *)job)->kp;
-    EVP_PKEY *key = NULL;
-    if (ca_generate_rsa(KEYPOOL_BITS, &key, NULL) != IOT_OK)
-        key = NULL;
+    EVP_PKEY *key = generate_when_idle(kp->q);
     pthread_mutex_lock(&kp->lock);
     if (key != NULL && kp->count < kp->size) {
         kp->keys[kp->count++] = key;

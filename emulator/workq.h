@@ -22,15 +22,23 @@ struct workq_job {
     void (*release)(struct workq_job *job, bool ran);
 };
 
-/* Starts THREADS workers. Caller frees with workq_stop(). */
+/* Starts THREADS workers for workq_submit() and THREADS / 2 (at least one) for workq_submit_idle().
+ * Caller frees with workq_stop(). */
 enum iot_err workq_start(int threads, struct workq **out);
 
 /* Queues JOB (the pool borrows it until it comes back through workq_drain). Never blocks. */
 void workq_submit(struct workq *q, struct workq_job *job);
 
-/* Queues JOB behind all normal work: a worker takes it only when no job of workq_submit() waits,
- * and at most half the workers (at least one) run such jobs at once, so requests keep workers. */
+/* Queues JOB for the pool's idle workers (half as many as the normal ones, at least one), which
+ * run nothing else: background work never holds up a request. A long idle job should give way
+ * while workq_busy() and end early once workq_stopping(). */
 void workq_submit_idle(struct workq *q, struct workq_job *job);
+
+/* True while a job of workq_submit() waits or runs. Lock-free; any thread. */
+bool workq_busy(struct workq *q);
+
+/* True once workq_stop() has begun. Lock-free; any thread. */
+bool workq_stopping(struct workq *q);
 
 /* Has NOTIFY(arg) called on the worker thread each time a job is ready for workq_drain() (after it
  * is, outside the pool's lock), so that the draining thread can be woken. NULL turns it off; set

@@ -2,6 +2,7 @@
  * once (all distinct, RSA-2048), refills after use, and frees what is left. */
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,8 +27,41 @@ static void check_rsa2048(EVP_PKEY *k)
     CHECK_INT(k ? EVP_PKEY_get_bits(k) : 0, 2048);
 }
 
+static atomic_bool gate_open;
+
+static void gated(struct workq_job *j)
+{
+    while (!atomic_load(&gate_open))
+        usleep(1000);
+}
+
+static void drop(struct workq_job *j, void *arg)
+{
+    free(j);
+}
+
+/* Refills give way to requests: nothing is generated while a request job waits or runs. */
+static void test_refill_waits_for_requests(void)
+{
+    struct workq *q = NULL;
+    struct keypool *kp = NULL;
+    CHECK_INT(workq_start(1, &q), IOT_OK);
+    struct workq_job *req = calloc(1, sizeof(*req));
+    req->run = gated;
+    workq_submit(q, req);
+    CHECK_INT(keypool_new(2, q, &kp), IOT_OK);
+    usleep(1500000); /* several key generations' worth */
+    CHECK_INT(keypool_ready(kp), 0);
+    atomic_store(&gate_open, true);
+    CHECK(wait_ready(kp, 2, 60));
+    workq_drain(q, drop, NULL);
+    workq_stop(q, drop, NULL);
+    keypool_free(kp);
+}
+
 int main(void)
 {
+    test_refill_waits_for_requests();
     struct keypool *kp = NULL;
     EVP_PKEY *k = NULL;
 
