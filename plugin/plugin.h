@@ -16,6 +16,7 @@
 #include "ca.h"
 #include "events.h"
 #include "fleet.h"
+#include "keypool.h"
 #include "http/server.h"
 #include "quota.h"
 #include "policy.h"
@@ -117,10 +118,12 @@ struct options {
     int http_port;
     long token_ttl;
     bool friendly; /* answer MQTT 3.1.1 refusals with return codes instead of closing */
+    size_t key_pool; /* pre-generated keys for CreateKeysAndCertificate; 0 = none */
     struct aws_behaviour aws;
 };
 
 struct broker_log;
+struct wake;
 
 struct plugin {
     mosquitto_plugin_id_t *id;
@@ -128,6 +131,8 @@ struct plugin {
     struct registry *reg;
     struct ca *ca;
     struct workq *workq;
+    struct keypool *keys;
+    struct wake *wake; /* NULL: results wait for the next tick */
     struct http_server *http;
     struct fleet_config fleet;
     atomic_bool ready;
@@ -221,6 +226,16 @@ void lifecycle_subscriptions(struct plugin *p, struct conn *c, bool subscribed,
 struct broker_log *broker_log_open(const char *path);
 bool broker_log_reason(struct broker_log *l, const char *client_id, enum events_reason *out);
 void broker_log_close(struct broker_log *l);
+
+/* Waking the event loop when a worker finishes (wake.c). wake_new(), on the loop's thread before
+ * any other thread starts, installs the signal and blocks it until wake_arm(); NULL if it cannot
+ * (answers then wait for the next tick). wake_request() (any thread; a workq notify) asks for a
+ * drain; wake_drained() (loop thread, before draining) says it is happening. */
+struct wake *wake_new(void);
+void wake_arm(struct wake *w);
+void wake_request(void *w);
+void wake_drained(struct wake *w);
+void wake_free(struct wake *w);
 
 /* The certificate id of a connected client, or false if it presented none. */
 bool client_cert_id(struct mosquitto *client, char out[CA_ID_LEN + 1]);
