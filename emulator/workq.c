@@ -5,6 +5,15 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Workers run at a lower priority than the thread that submits (Mosquitto's event loop): when
+ * key generation saturates the cores, the loop still gets the CPU at once and other clients'
+ * messages keep flowing. Raising one's own nice value needs no privilege (Linux: per thread). */
+#define WORKQ_NICE 5
+#define WORKQ_IDLE_NICE 10
 
 struct workq {
     pthread_mutex_t lock;
@@ -54,6 +63,7 @@ static void *worker(void *arg)
     struct workq *q = ((struct worker_arg *)arg)->q;
     bool idle = ((struct worker_arg *)arg)->idle;
     free(arg);
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), idle ? WORKQ_IDLE_NICE : WORKQ_NICE);
     struct workq_job **head = idle ? &q->idle_head : &q->todo_head;
     struct workq_job **tail = idle ? &q->idle_tail : &q->todo_tail;
     pthread_mutex_lock(&q->lock);
