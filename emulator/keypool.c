@@ -19,8 +19,8 @@ struct keypool {
     pthread_mutex_t lock;
     struct workq *q; /* borrowed */
     size_t size;
-    size_t count;    /* keys ready in keys[0..count) */
-    size_t queued;   /* refill jobs submitted and not yet finished */
+    size_t count;  /* keys ready in keys[0..count) */
+    size_t queued; /* refill jobs submitted and not yet finished */
     EVP_PKEY **keys;
 };
 

@@ -95,7 +95,7 @@ struct wake *wake_new(void)
     w->loop = pthread_self();
     if ((w->signo = pick_signal()) == 0) {
         mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: no free real-time signal; answers wait "
-                             "for the broker's next turn (up to 100 ms)");
+                                               "for the broker's next turn (up to 100 ms)");
         free(w);
         return NULL;
     }
