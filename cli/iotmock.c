@@ -13,6 +13,7 @@
 
 #include "bootstrap.h"
 #include "ca.h"
+#include "keypool.h"
 #include "quota.h"
 #include "trust.h"
 
@@ -31,6 +32,7 @@ struct serve_opts {
     int alpn_port;         /* a second MQTT listener (e.g. 443), 0 = none */
     unsigned max_keepalive;
     int jitp_accept_first; /* --jitp-first-connect accept */
+    unsigned long key_pool; /* pre-generated keys for CreateKeysAndCertificate, 0 = none */
 };
 
 /* AWS IoT Core behaviours that differ from stock Mosquitto, all on unless named in --without
@@ -90,7 +92,7 @@ static void usage(FILE *to)
             "                     [--bind ADDR] [--region R] [--account-id ID]\n"
             "                     [--lambda-endpoint URL] [--templates-dir DIR]\n"
             "                     [--token-ttl SECONDS] [--in-memory] [--friendly]\n"
-            "                     [--alpn-port N] [--max-keepalive SECONDS]\n"
+            "                     [--alpn-port N] [--max-keepalive SECONDS] [--key-pool N]\n"
             "                     [--without BEHAVIOUR[,BEHAVIOUR...]]\n"
             "                     [--jitp-first-connect refuse|accept]\n"
             "       iotmock trust|untrust [--state-dir DIR]\n"
@@ -125,11 +127,13 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         {"alpn-port", required_argument, NULL, 'A'}, {"without", required_argument, NULL, 'W'},
         {"max-keepalive", required_argument, NULL, 'K'},
         {"jitp-first-connect", required_argument, NULL, 'J'},
+        {"key-pool", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
     *o = (struct serve_opts){.state_dir = "./.iotmock", .host = "localhost", .bind = "127.0.0.1",
                              .region = "us-east-1", .account_id = "123456789012",
                              .mqtt_port = 8883, .http_port = 4580, .token_ttl = 3600,
-                             .max_keepalive = QUOTA_KEEPALIVE_MAX};
+                             .max_keepalive = QUOTA_KEEPALIVE_MAX,
+                             .key_pool = KEYPOOL_DEFAULT_SIZE};
     int c;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (c) {
@@ -161,6 +165,14 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             if (*optarg == '\0' || *end != '\0' || v < 10 || v > 65535) /* Mosquitto's range */
                 return 0;
             o->max_keepalive = (unsigned)v;
+            break;
+        }
+        case 'P': {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*optarg == '\0' || *optarg == '-' || *end != '\0' || v > KEYPOOL_MAX_SIZE)
+                return 0;
+            o->key_pool = v;
             break;
         }
         case 'T':
@@ -264,7 +276,10 @@ static int write_config(const char *path, const char *state, const struct serve_
                "user %s\n"
                "log_dest stderr\n"
                "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-               "connection_messages true\n",
+               "connection_messages true\n"
+               /* Nagle would hold an answer written right after the PUBACK until the client's
+                * delayed ACK (40 ms or more on Linux) */
+               "set_tcp_nodelay true\n",
             current_user());
     write_listener(f, o->mqtt_port, state, o);
     if (o->alpn_port)
@@ -276,10 +291,11 @@ static int write_config(const char *path, const char *state, const struct serve_
                "plugin_opt_http_port %d\n"
                "plugin_opt_region %s\n"
                "plugin_opt_account_id %s\n"
-               "plugin_opt_token_ttl %ld\n",
+               "plugin_opt_token_ttl %ld\n"
+               "plugin_opt_key_pool %lu\n",
             env_or("IOTMOCK_PLUGIN", IOTMOCK_PLUGIN_PATH), state,
             env_or("IOTMOCK_DATA_DIR", IOTMOCK_DATA_DIR), o->bind, o->http_port, o->region,
-            o->account_id, o->token_ttl);
+            o->account_id, o->token_ttl, o->key_pool);
     if (o->lambda_endpoint)
         fprintf(f, "plugin_opt_lambda_endpoint %s\n", o->lambda_endpoint);
     if (templates_dir)

@@ -32,6 +32,9 @@ fi
 if [ -n "${IOTMOCK_TOKEN_TTL:-}" ]; then
   set -- "$@" --token-ttl "$IOTMOCK_TOKEN_TTL"
 fi
+if [ -n "${IOTMOCK_KEY_POOL:-}" ]; then
+  set -- "$@" --key-pool "$IOTMOCK_KEY_POOL"
+fi
 case "${IOTMOCK_IN_MEMORY:-}" in
   1 | true | yes | on) set -- "$@" --in-memory ;;
 esac

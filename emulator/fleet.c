@@ -294,7 +294,7 @@ static enum iot_err create_keys(const struct fleet_config *cfg, cJSON *body, cJS
 {
     EVP_PKEY *key = NULL;
     char *key_pem = NULL;
-    enum iot_err rc = ca_generate_rsa(2048, &key, err);
+    enum iot_err rc = keypool_take(cfg->keys, &key, err);
     if (rc != IOT_OK)
         goto cleanup;
     if ((key_pem = ca_key_to_pem(key)) == NULL) {

@@ -10,6 +10,7 @@
 
 #include "ca.h"
 #include "err.h"
+#include "keypool.h"
 #include "registry.h"
 #include "template.h"
 
@@ -64,6 +65,7 @@ struct fleet_config {
     const char *lambda_endpoint; /* NULL: templates with hooks are refused */
     long token_ttl;            /* seconds */
     long hook_timeout_ms;
+    struct keypool *keys;      /* borrowed; NULL: CreateKeysAndCertificate generates its key */
 };
 
 struct fleet_request {

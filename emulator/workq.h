@@ -16,23 +16,45 @@ struct workq;
 struct workq_job {
     struct workq_job *next;
     void (*run)(struct workq_job *job); /* on a worker thread */
+    /* NULL (the usual case): the job comes back through workq_drain(). Otherwise the job never
+     * comes back: the worker calls release(job, true) right after run, and workq_stop() calls
+     * release(job, false) for one that never ran. For background work nobody waits for. */
+    void (*release)(struct workq_job *job, bool ran);
 };
 
-/* Starts THREADS workers. Caller frees with workq_stop(). */
+/* Starts THREADS workers for workq_submit() and THREADS / 2 (at least one) for workq_submit_idle().
+ * Caller frees with workq_stop(). */
 enum iot_err workq_start(int threads, struct workq **out);
 
 /* Queues JOB (the pool borrows it until it comes back through workq_drain). Never blocks. */
 void workq_submit(struct workq *q, struct workq_job *job);
 
+/* Queues JOB for the pool's idle workers (half as many as the normal ones, at least one), which
+ * run nothing else: background work never holds up a request. A long idle job should give way
+ * while workq_busy() and end early once workq_stopping(). */
+void workq_submit_idle(struct workq *q, struct workq_job *job);
+
+/* True while a job of workq_submit() waits or runs. Lock-free; any thread. */
+bool workq_busy(struct workq *q);
+
+/* True once workq_stop() has begun. Lock-free; any thread. */
+bool workq_stopping(struct workq *q);
+
+/* Has NOTIFY(arg) called on the worker thread each time a job is ready for workq_drain() (after it
+ * is, outside the pool's lock), so that the draining thread can be woken. NULL turns it off; set
+ * it before submitting work. */
+void workq_set_notify(struct workq *q, void (*notify)(void *arg), void *arg);
+
 /* Calls DONE(job, arg) on the calling thread for each job that has finished running, in
  * completion order; DONE takes ownership of the job. Returns how many were handed over. */
 size_t workq_drain(struct workq *q, void (*done)(struct workq_job *job, void *arg), void *arg);
 
-/* Number of jobs submitted and not yet drained. */
+/* Number of jobs submitted and not yet drained (or released). */
 size_t workq_pending(struct workq *q);
 
 /* Stops accepting work, waits for the running jobs, joins the workers, then hands every job not
- * yet drained (finished or never run) to DISCARD (may be NULL), and frees the pool. */
+ * yet drained (finished or never run) to DISCARD (may be NULL) — or to its own release() — and
+ * frees the pool. */
 void workq_stop(struct workq *q, void (*discard)(struct workq_job *job, void *arg), void *arg);
 
 #endif

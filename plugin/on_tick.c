@@ -1,4 +1,5 @@
-/* MOSQ_EVT_TICK: the event loop's heartbeat. Marks the broker ready (listeners are open once the
+/* MOSQ_EVT_TICK: the event loop's heartbeat (every turn of the loop: at least every 100 ms, and
+ * right after a worker finishes, see wake.c). Marks the broker ready (listeners are open once the
  * loop runs), hands finished work back to the broker, schedules token expiry, and once a second
  * enforces the 3.1.1 keep-alive and forgets ended connections and old sessions. */
 #include "plugin.h"
@@ -28,6 +29,7 @@ int on_tick(int event, void *event_data, void *userdata)
     time_t now = time(NULL);
     atomic_store(&p->ready, true);
     broker_event(p, NULL);
+    wake_drained(p->wake);
     workq_drain(p->workq, jobs_done, p);
     reg_events_publish(p);
     broker_tick(p, now);

@@ -47,6 +47,7 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
     *o = (struct options){.bind = "127.0.0.1", .region = "us-east-1",
                           .account_id = "123456789012", .http_port = 4580,
                           .token_ttl = FLEET_TOKEN_TTL_DEFAULT,
+                          .key_pool = KEYPOOL_DEFAULT_SIZE,
                           .aws = {.payload_max = QUOTA_PAYLOAD_MAX, .topic_limits = true,
                                   .subscriptions_max = QUOTA_SUBSCRIPTIONS_MAX,
                                   .client_id_rules = true, .keepalive_max = QUOTA_KEEPALIVE_MAX,
@@ -75,6 +76,7 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
             o->jit.registration_timestamp_null = is_true(v);
         else if (strcmp(k, "jitp_without_event") == 0) o->jit.jitp_without_event = is_true(v);
         else if (strcmp(k, "jitp_requires_enabled") == 0) o->jit.jitp_requires_enabled = is_true(v);
+        else if (strcmp(k, "key_pool") == 0) o->key_pool = strtoul(v, NULL, 10);
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }
@@ -123,11 +125,17 @@ static int open_state(struct plugin *p, struct iot_error *err)
         iot_error_set(err, IOT_ERR_INTERNAL, "cannot start worker threads");
         return fail(err);
     }
+    workq_set_notify(p->workq, wake_request, p->wake);
+    if (keypool_new(p->opt.key_pool, p->workq, &p->keys) != IOT_OK) {
+        iot_error_set(err, IOT_ERR_INTERNAL, "cannot create a key pool of %zu keys (at most %d)",
+                      p->opt.key_pool, KEYPOOL_MAX_SIZE);
+        return fail(err);
+    }
     struct http_config hc = {.bind = p->opt.bind, .port = p->opt.http_port, .reg = p->reg,
                              .state_dir = p->opt.state_dir, .ready = &p->ready, .ca = p->ca,
                              .region = p->opt.region, .account_id = p->opt.account_id,
                              .seed = &seed, .host = p->opt.host, .cacerts = p->cacerts,
-                             .capath = p->opt.capath};
+                             .capath = p->opt.capath, .keys = p->keys};
     if (http_server_start(&hc, &p->http, err) != IOT_OK)
         return fail(err);
     return MOSQ_ERR_SUCCESS;
@@ -160,6 +168,8 @@ static void destroy(struct plugin *p)
 {
     http_server_stop(p->http);
     workq_stop(p->workq, jobs_discard, p);
+    keypool_free(p->keys);
+    wake_free(p->wake);
     while (p->replies) {
         struct pending_reply *next = p->replies->next;
         free(p->replies->client_id);
@@ -196,6 +206,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata, struct mos
         return MOSQ_ERR_INVAL;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    p->wake = wake_new(); /* before open_state() starts the workers and the HTTP threads */
     int rc = open_state(p, &err);
     if (rc == MOSQ_ERR_SUCCESS)
         rc = register_callbacks(p);
@@ -207,7 +218,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata, struct mos
                                      .account_id = p->opt.account_id,
                                      .lambda_endpoint = p->opt.lambda_endpoint,
                                      .token_ttl = p->opt.token_ttl,
-                                     .hook_timeout_ms = HOOK_TIMEOUT_MS};
+                                     .hook_timeout_ms = HOOK_TIMEOUT_MS, .keys = p->keys};
+    wake_arm(p->wake);
     *userdata = p;
     mosquitto_log_printf(MOSQ_LOG_INFO, "iotmock: ready to serve (state %s, control plane %s:%d)",
                          p->opt.state_dir, p->opt.bind, p->opt.http_port);

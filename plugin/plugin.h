@@ -17,6 +17,7 @@
 #include "cacert.h"
 #include "events.h"
 #include "fleet.h"
+#include "keypool.h"
 #include "http/server.h"
 #include "jit.h"
 #include "quota.h"
@@ -126,11 +127,13 @@ struct options {
      * in when this is true. */
     bool jitp_accept_first;
     struct jit_config jit; /* the spec's open choices (emulator/jit.h), plugin_opt_jit_* */
+    size_t key_pool; /* pre-generated keys for CreateKeysAndCertificate; 0 = none */
     struct aws_behaviour aws;
 };
 
 struct broker_log;
 struct reg_events;
+struct wake;
 
 struct plugin {
     mosquitto_plugin_id_t *id;
@@ -140,6 +143,8 @@ struct plugin {
     struct cacert_store *cacerts;
     struct jit_config jit;
     struct workq *workq;
+    struct keypool *keys;
+    struct wake *wake; /* NULL: results wait for the next tick */
     struct http_server *http;
     struct fleet_config fleet;
     atomic_bool ready;
@@ -241,6 +246,16 @@ void reg_events_stop(struct plugin *p);
 struct broker_log *broker_log_open(const char *path);
 bool broker_log_reason(struct broker_log *l, const char *client_id, enum events_reason *out);
 void broker_log_close(struct broker_log *l);
+
+/* Waking the event loop when a worker finishes (wake.c). wake_new(), on the loop's thread before
+ * any other thread starts, installs the signal and blocks it until wake_arm(); NULL if it cannot
+ * (answers then wait for the next tick). wake_request() (any thread; a workq notify) asks for a
+ * drain; wake_drained() (loop thread, before draining) says it is happening. */
+struct wake *wake_new(void);
+void wake_arm(struct wake *w);
+void wake_request(void *w);
+void wake_drained(struct wake *w);
+void wake_free(struct wake *w);
 
 /* The certificate id of a connected client, or false if it presented none. */
 bool client_cert_id(struct mosquitto *client, char out[CA_ID_LEN + 1]);

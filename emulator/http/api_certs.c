@@ -69,7 +69,7 @@ bool issue_with_new_key(struct http_request *req, struct http_reply *rep, struct
     EVP_PKEY *key = NULL;
     bool ok = false;
     memset(out, 0, sizeof(*out));
-    if (ca_generate_rsa(2048, &key, &err) != IOT_OK) {
+    if (keypool_take(req->srv->cfg.keys, &key, &err) != IOT_OK) {
         reply_iot_error(rep, &err);
         return false;
     }

@@ -10,6 +10,7 @@
 #include "ca.h"
 #include "cacert.h"
 #include "err.h"
+#include "keypool.h"
 #include "registry.h"
 
 struct http_config {
@@ -32,6 +33,8 @@ struct http_config {
      * that changes trust (NULL: not kept). */
     struct cacert_store *cacerts;
     const char *capath;
+    struct keypool *keys;              /* borrowed; CreateKeysAndCertificate takes its keys here;
+                                        * NULL: generates each one */
 };
 
 struct http_server;

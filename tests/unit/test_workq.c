@@ -42,8 +42,102 @@ static void discard(struct workq_job *j, void *arg)
     free(j);
 }
 
+/* Released jobs (workq_job.release) never come back through the drain. */
+static atomic_int released_ran, released_unrun;
+
+static void release(struct workq_job *j, bool ran)
+{
+    atomic_fetch_add(ran ? &released_ran : &released_unrun, 1);
+    free(j);
+}
+
+static atomic_int notified;
+
+static void notify(void *arg)
+{
+    CHECK(arg == &notified);
+    atomic_fetch_add(&notified, 1);
+}
+
+/* A job that holds its worker until told to go. */
+static atomic_bool gate_open;
+static atomic_int idle_ran;
+
+static void gated(struct workq_job *j)
+{
+    while (!atomic_load(&gate_open))
+        usleep(500);
+}
+
+static void idle_run(struct workq_job *j)
+{
+    atomic_fetch_add(&idle_ran, 1);
+}
+
+static void drop(struct workq_job *j, void *arg)
+{
+    free(j);
+}
+
+static bool wait_for(atomic_int *v, int value)
+{
+    for (int i = 0; i < 2000 && atomic_load(v) != value; i++)
+        usleep(1000);
+    return atomic_load(v) == value;
+}
+
+/* Idle jobs run on their own workers, even while every normal worker is taken; workq_busy() tells
+ * whether normal work waits or runs; released jobs are not drained; notify fires per drained job. */
+static void test_idle_release_notify(void)
+{
+    struct workq *q = NULL;
+    CHECK_INT(workq_start(1, &q), IOT_OK);
+    workq_set_notify(q, notify, &notified);
+    CHECK(!workq_busy(q));
+    for (int i = 0; i < 3; i++) {
+        struct workq_job *j = calloc(1, sizeof(*j));
+        j->run = gated;
+        workq_submit(q, j); /* the only normal worker is held by the first */
+    }
+    CHECK(workq_busy(q));
+    struct workq_job *idle = calloc(1, sizeof(*idle));
+    idle->run = idle_run;
+    idle->release = release;
+    workq_submit_idle(q, idle);
+    CHECK(wait_for(&idle_ran, 1)); /* ran while the normal worker is held */
+    CHECK(wait_for(&released_ran, 1));
+    CHECK(workq_busy(q));
+    CHECK_INT(atomic_load(&notified), 0);
+    atomic_store(&gate_open, true);
+    for (int tries = 0; tries < 2000 && workq_pending(q) > 0; tries++) {
+        workq_drain(q, drop, NULL);
+        usleep(1000);
+    }
+    CHECK_INT(workq_pending(q), 0);
+    CHECK(!workq_busy(q));
+    CHECK_INT(atomic_load(&notified), 3); /* the three drained jobs, not the released one */
+    CHECK(!workq_stopping(q));
+
+    /* a released job that never ran is released on stop, not discarded */
+    atomic_store(&gate_open, false);
+    struct workq_job *hold = calloc(1, sizeof(*hold));
+    hold->run = gated;
+    workq_submit_idle(q, hold); /* holds the only idle worker */
+    usleep(20000);
+    struct workq_job *unrun = calloc(1, sizeof(*unrun));
+    unrun->run = idle_run;
+    unrun->release = release;
+    workq_submit_idle(q, unrun);
+    usleep(20000);
+    CHECK_INT(atomic_load(&idle_ran), 1);
+    atomic_store(&gate_open, true);
+    workq_stop(q, drop, NULL); /* hold is drained-type: discarded through drop */
+    CHECK_INT(atomic_load(&released_unrun) + atomic_load(&released_ran), 2);
+}
+
 int main(void)
 {
+    test_idle_release_notify();
     struct workq *q = NULL;
     CHECK_INT(workq_start(3, &q), IOT_OK);
     int expected = 0;
