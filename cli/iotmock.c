@@ -23,6 +23,7 @@ struct serve_opts {
     long token_ttl;
     int in_memory;
     int friendly;
+    const char *qos0_refusal; /* disconnect (default), close or drop */
     unsigned without;      /* AWS behaviours switched off (--without), bits of AWS_BEHAVIOURS */
     int alpn_port;         /* a second MQTT listener (e.g. 443), 0 = none */
     unsigned max_keepalive;
@@ -86,6 +87,7 @@ static void usage(FILE *to)
             "                     [--lambda-endpoint URL] [--templates-dir DIR]\n"
             "                     [--token-ttl SECONDS] [--in-memory] [--friendly]\n"
             "                     [--alpn-port N] [--max-keepalive SECONDS]\n"
+            "                     [--qos0-refusal disconnect|close|drop]\n"
             "                     [--without BEHAVIOUR[,BEHAVIOUR...]]\n"
             "       iotmock trust|untrust [--state-dir DIR]\n"
             "defaults: ./.iotmock, localhost, 8883 (MQTT over TLS), 4580 (HTTP), 127.0.0.1,\n"
@@ -116,6 +118,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         {"templates-dir", required_argument, NULL, 't'},
         {"token-ttl", required_argument, NULL, 'T'}, {"in-memory", no_argument, NULL, 'M'},
         {"friendly", no_argument, NULL, 'F'},
+        {"qos0-refusal", required_argument, NULL, 'Q'},
         {"alpn-port", required_argument, NULL, 'A'}, {"without", required_argument, NULL, 'W'},
         {"max-keepalive", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
@@ -135,6 +138,12 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         case 't': o->templates_dir = optarg; break;
         case 'M': o->in_memory = 1; break;
         case 'F': o->friendly = 1; break;
+        case 'Q':
+            if (strcmp(optarg, "disconnect") != 0 && strcmp(optarg, "close") != 0 &&
+                strcmp(optarg, "drop") != 0)
+                return 0;
+            o->qos0_refusal = optarg;
+            break;
         case 'A':
             if (!parse_port(optarg, &o->alpn_port))
                 return 0;
@@ -270,6 +279,8 @@ static int write_config(const char *path, const char *state, const struct serve_
         fprintf(f, "plugin_opt_registry :memory:\n");
     if (o->friendly)
         fprintf(f, "plugin_opt_friendly true\n");
+    if (o->qos0_refusal)
+        fprintf(f, "plugin_opt_qos0_refusal %s\n", o->qos0_refusal);
     write_aws_config(f, state, o);
     return fclose(f) == 0;
 }

@@ -26,6 +26,13 @@ static bool is_true(const char *v)
     return strcmp(v, "true") == 0;
 }
 
+static enum qos0_refusal parse_qos0_refusal(const char *v)
+{
+    if (strcmp(v, "close") == 0)
+        return QOS0_REFUSAL_CLOSE;
+    return strcmp(v, "drop") == 0 ? QOS0_REFUSAL_DROP : QOS0_REFUSAL_DISCONNECT;
+}
+
 /* plugin_opt_* for AWS's broker behaviour (each on by default); false if K is not one. */
 static bool read_aws_option(struct aws_behaviour *a, const char *k, const char *v)
 {
@@ -67,6 +74,7 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
         else if (strcmp(k, "http_port") == 0) o->http_port = atoi(v);
         else if (strcmp(k, "token_ttl") == 0) o->token_ttl = atol(v);
         else if (strcmp(k, "friendly") == 0) o->friendly = is_true(v);
+        else if (strcmp(k, "qos0_refusal") == 0) o->qos0_refusal = parse_qos0_refusal(v);
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }

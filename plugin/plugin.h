@@ -105,6 +105,15 @@ struct aws_behaviour {
     const char *broker_log;   /* Mosquitto's log file, read for disconnect reasons */
 };
 
+/* What a refused MQTT 5 QoS 0 PUBLISH gets (--qos0-refusal). AWS: UNCONFIRMED, the spec's default is
+ * DISCONNECT 0x87 (shared/spec/broker-and-policy.md §3.2), a code a Mosquitto 2.0.11 plugin cannot
+ * choose: the nearest it can send is DISCONNECT 0x80 (see docs/features.md). */
+enum qos0_refusal {
+    QOS0_REFUSAL_DISCONNECT = 0, /* DISCONNECT 0x80, then close (the default) */
+    QOS0_REFUSAL_CLOSE,          /* close without DISCONNECT, as on MQTT 3.1.1 */
+    QOS0_REFUSAL_DROP,           /* drop the message, keep the connection (stock Mosquitto) */
+};
+
 struct options {
     const char *state_dir;
     const char *data_dir;
@@ -117,6 +126,7 @@ struct options {
     int http_port;
     long token_ttl;
     bool friendly; /* answer MQTT 3.1.1 refusals with return codes instead of closing */
+    enum qos0_refusal qos0_refusal;
     struct aws_behaviour aws;
 };
 
