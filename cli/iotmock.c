@@ -24,6 +24,7 @@ struct serve_opts {
     int in_memory;
     int friendly;
     const char *qos0_refusal; /* disconnect (default), close or drop */
+    const char *negated_absent; /* "true" (IAM, the default) or "false" */
     unsigned without;      /* AWS behaviours switched off (--without), bits of AWS_BEHAVIOURS */
     int alpn_port;         /* a second MQTT listener (e.g. 443), 0 = none */
     unsigned max_keepalive;
@@ -88,6 +89,7 @@ static void usage(FILE *to)
             "                     [--token-ttl SECONDS] [--in-memory] [--friendly]\n"
             "                     [--alpn-port N] [--max-keepalive SECONDS]\n"
             "                     [--qos0-refusal disconnect|close|drop]\n"
+            "                     [--negated-absent true|false]\n"
             "                     [--without BEHAVIOUR[,BEHAVIOUR...]]\n"
             "       iotmock trust|untrust [--state-dir DIR]\n"
             "defaults: ./.iotmock, localhost, 8883 (MQTT over TLS), 4580 (HTTP), 127.0.0.1,\n"
@@ -119,6 +121,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         {"token-ttl", required_argument, NULL, 'T'}, {"in-memory", no_argument, NULL, 'M'},
         {"friendly", no_argument, NULL, 'F'},
         {"qos0-refusal", required_argument, NULL, 'Q'},
+        {"negated-absent", required_argument, NULL, 'N'},
         {"alpn-port", required_argument, NULL, 'A'}, {"without", required_argument, NULL, 'W'},
         {"max-keepalive", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
@@ -143,6 +146,11 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                 strcmp(optarg, "drop") != 0)
                 return 0;
             o->qos0_refusal = optarg;
+            break;
+        case 'N':
+            if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0)
+                return 0;
+            o->negated_absent = optarg;
             break;
         case 'A':
             if (!parse_port(optarg, &o->alpn_port))
@@ -281,6 +289,8 @@ static int write_config(const char *path, const char *state, const struct serve_
         fprintf(f, "plugin_opt_friendly true\n");
     if (o->qos0_refusal)
         fprintf(f, "plugin_opt_qos0_refusal %s\n", o->qos0_refusal);
+    if (o->negated_absent)
+        fprintf(f, "plugin_opt_negated_absent %s\n", o->negated_absent);
     write_aws_config(f, state, o);
     return fclose(f) == 0;
 }

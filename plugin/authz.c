@@ -174,6 +174,7 @@ bool authz_prepare(struct plugin *p, struct conn *c, struct mosquitto *client, X
     c->ctx.account = p->opt.account_id;
     c->ctx.client_id = c->client_id;
     c->ctx.certificate_id = c->cert_id;
+    c->ctx.negated_absent_false = p->opt.negated_absent_false;
     free(c->source_ip);
     const char *ip = mosquitto_client_address(client);
     c->source_ip = ip ? strdup(ip) : NULL;

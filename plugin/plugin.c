@@ -75,6 +75,7 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
         else if (strcmp(k, "token_ttl") == 0) o->token_ttl = atol(v);
         else if (strcmp(k, "friendly") == 0) o->friendly = is_true(v);
         else if (strcmp(k, "qos0_refusal") == 0) o->qos0_refusal = parse_qos0_refusal(v);
+        else if (strcmp(k, "negated_absent") == 0) o->negated_absent_false = !is_true(v);
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }

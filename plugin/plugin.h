@@ -127,6 +127,7 @@ struct options {
     long token_ttl;
     bool friendly; /* answer MQTT 3.1.1 refusals with return codes instead of closing */
     enum qos0_refusal qos0_refusal;
+    bool negated_absent_false; /* --negated-absent false: §2.5's reading instead of IAM's */
     struct aws_behaviour aws;
 };
 
