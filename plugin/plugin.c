@@ -101,7 +101,7 @@ static int open_state(struct plugin *p, struct iot_error *err)
         bootstrap_registry(p->reg, &seed, err) != IOT_OK ||
         ca_open(p->opt.state_dir, &p->ca, err) != IOT_OK)
         return fail(err);
-    if ((p->sessions = sessions_new(0)) == NULL) {
+    if ((p->sessions = sessions_new(0)) == NULL || (p->policies = policy_cache_new()) == NULL) {
         iot_error_set(err, IOT_ERR_NOMEM, "out of memory");
         return fail(err);
     }
@@ -114,7 +114,7 @@ static int open_state(struct plugin *p, struct iot_error *err)
     struct http_config hc = {.bind = p->opt.bind, .port = p->opt.http_port, .reg = p->reg,
                              .state_dir = p->opt.state_dir, .ready = &p->ready, .ca = p->ca,
                              .region = p->opt.region, .account_id = p->opt.account_id,
-                             .seed = &seed};
+                             .seed = &seed, .policies = p->policies};
     if (http_server_start(&hc, &p->http, err) != IOT_OK)
         return fail(err);
     return MOSQ_ERR_SUCCESS;
@@ -157,6 +157,7 @@ static void destroy(struct plugin *p)
     }
     broker_clear(p);
     conns_clear(p);
+    policy_cache_free(p->policies); /* after the connections gave their policies back */
     sessions_free(p->sessions);
     broker_log_close(p->log);
     ca_free(p->ca);

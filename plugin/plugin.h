@@ -19,6 +19,7 @@
 #include "http/server.h"
 #include "quota.h"
 #include "policy.h"
+#include "policy_cache.h"
 #include "registry.h"
 #include "sessions.h"
 #include "subscriptions.h"
@@ -52,13 +53,14 @@ struct conn {
     int protocol_version; /* 3, 4 (3.1.1) or 5 */
     /* authorization (authz.c) */
     struct policy_context ctx;
-    struct policy **policies;
+    struct policy_cache *cache; /* where policies come from (the plugin's) */
+    const struct policy **policies; /* references into cache */
     size_t n_policies;
     struct policy_attr *attrs;
     size_t n_attrs;
     char *thing_type;
     char *source_ip;
-    uint64_t loaded_version; /* registry version the policies were loaded at; 0 = never */
+    uint64_t loaded_version; /* registry_authz_version() the policies were loaded at; 0 = never */
     /* broker behaviour (broker.c) and lifecycle events (lifecycle.c) */
     bool accepted;           /* BASIC_AUTH let it in */
     bool ended;              /* MOSQ_EVT_DISCONNECT seen: kept for the Will's check */
@@ -137,6 +139,7 @@ struct plugin {
     mosquitto_plugin_id_t *id;
     struct options opt;
     struct registry *reg;
+    struct policy_cache *policies; /* compiled policies, shared by connections and HTTP */
     struct ca *ca;
     struct workq *workq;
     struct http_server *http;

@@ -9,6 +9,7 @@
 #include "bootstrap.h"
 #include "ca.h"
 #include "err.h"
+#include "policy_cache.h"
 #include "registry.h"
 
 struct http_config {
@@ -26,6 +27,8 @@ struct http_config {
                                         * certificate in state_dir (what `iotmock serve --host` issued),
                                         * else "localhost" */
     const struct bootstrap_seed *seed; /* POST /_iotmock/reset re-seeds with it; copied */
+    struct policy_cache *policies;     /* borrowed; compiled policies shared with the broker;
+                                        * NULL: TestAuthorization compiles its own */
 };
 
 struct http_server;
