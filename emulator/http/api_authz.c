@@ -14,7 +14,7 @@
 /* What one evaluation needs; everything in it is owned and freed by authz_clear(). */
 struct authz {
     struct policy_context ctx;
-    struct policy_cache *cache; /* the shared compiled policies, or NULL */
+    struct policy_cache *cache;     /* the shared compiled policies, or NULL */
     const struct policy **policies; /* references into cache, or owned when cache is NULL */
     size_t n_policies;
     cJSON *names; /* the policies considered, in order: array of names */
@@ -140,8 +140,8 @@ static bool compile_all(struct http_reply *rep, struct http_request *req, struct
             reply_not_found(rep, "Policy %s not found", n->valuestring);
             return false;
         }
-        enum iot_err rc = a->policies ? compile_one(req, a, n->valuestring, doc, &err)
-                                      : IOT_ERR_NOMEM;
+        enum iot_err rc =
+            a->policies ? compile_one(req, a, n->valuestring, doc, &err) : IOT_ERR_NOMEM;
         free(doc);
         if (rc != IOT_OK) {
             reply_iot_error(rep, &err);
@@ -257,8 +257,8 @@ static cJSON *auth_result(struct http_request *req, struct authz *a, const cJSON
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(info, "resources"))
     {
         struct policy_decision d;
-        policy_evaluate(a->policies, a->n_policies, &a->ctx, action,
-                        r->valuestring, strlen(r->valuestring), &d);
+        policy_evaluate(a->policies, a->n_policies, &a->ctx, action, r->valuestring,
+                        strlen(r->valuestring), &d);
         if (d.effect == POLICY_ALLOW)
             add_name(allowed, d.policy);
         else if (d.effect == POLICY_DENY_EXPLICIT)

@@ -31,7 +31,7 @@ static enum policy_effect connect_effect(const struct policy *p)
     const struct policy *list[] = {p};
     enum iot_err rc = policy_evaluate(list, 1, &ctx, POLICY_ACTION_CONNECT, arn, strlen(arn), &d);
     policy_context_cleanup(&ctx);
-    return rc == IOT_OK ? d.effect : (enum policy_effect)-1;
+    return rc == IOT_OK ? d.effect : (enum policy_effect) - 1;
 }
 
 static void test_errors_are_not_cached(void)
