@@ -114,7 +114,8 @@ static int open_state(struct plugin *p, struct iot_error *err)
     struct http_config hc = {.bind = p->opt.bind, .port = p->opt.http_port, .reg = p->reg,
                              .state_dir = p->opt.state_dir, .ready = &p->ready, .ca = p->ca,
                              .region = p->opt.region, .account_id = p->opt.account_id,
-                             .seed = &seed, .policies = p->policies};
+                             .seed = &seed, .policies = p->policies,
+                             .negated_absent_false = p->opt.negated_absent_false};
     if (http_server_start(&hc, &p->http, err) != IOT_OK)
         return fail(err);
     return MOSQ_ERR_SUCCESS;

@@ -327,6 +327,7 @@ void op_test_authorization(struct http_request *req, struct http_reply *rep)
     a.ctx.account = req->srv->cfg.account_id;
     a.ctx.client_id = client_id;
     a.ctx.certificate_id = a.cert_id;
+    a.ctx.negated_absent_false = req->srv->cfg.negated_absent_false;
     associate(req, &a, client_id);
     collect_names(req, &a, a.ctx.thing_associated ? a.thing.name : NULL, skip);
     cJSON_ArrayForEach(n, add) add_name(a.names, n->valuestring);

@@ -29,6 +29,7 @@ struct http_config {
     const struct bootstrap_seed *seed; /* POST /_iotmock/reset re-seeds with it; copied */
     struct policy_cache *policies;     /* borrowed; compiled policies shared with the broker;
                                         * NULL: TestAuthorization compiles its own */
+    bool negated_absent_false;         /* policy_context's, as the broker evaluates */
 };
 
 struct http_server;

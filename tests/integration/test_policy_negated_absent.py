@@ -5,8 +5,8 @@ because the client id names no thing attached to the certificate."""
 
 import pytest
 
-from iotmock_support import (ClientPool, MQTTv5, NOT_AUTHORIZED_V5, ServerLog,
-                             create_device, create_policy, policy_document, unique)
+from iotmock_support import (ClientPool, MQTTv5, NOT_AUTHORIZED_V5, ServerLog, control_ok,
+                             create_device, create_policy, iot_arn, policy_document, unique)
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,8 @@ def test_not_operator_on_absent_key(servers, clients, tmp_path, mode, allowed, p
     else:
         assert not res.ok and res.connack_rc == NOT_AUTHORIZED_V5, res
         assert log.wait_refusal(client_id, "iot:Connect")
+    # TestAuthorization decides as the broker does.
+    reply = control_ok(srv, "POST", "/test-authorization", {
+        "principal": d.arn, "clientId": client_id,
+        "authInfos": [{"actionType": "CONNECT", "resources": [iot_arn(f"client/{client_id}")]}]})
+    assert reply["authResults"][0]["authDecision"] == ("ALLOWED" if allowed else "IMPLICIT_DENY")
