@@ -7,15 +7,16 @@ groups applies at its next action. Every reload of a connected client is one ser
 "iotmock: authorization reloaded | client=… | cert=… | policies=N | compiled documents=N"; that
 count of compiled documents grows by one per policy document first used, not per connection."""
 
+import json
 import re
 
 import pytest
 
 from iotmock_support import (PUBACK_OK, ClientPool, MQTTv5, NOT_AUTHORIZED_V5, ServerLog, allow,
                              add_thing_to_group, attach_policy, attach_thing_principal,
-                             create_device, create_policy, create_policy_version, create_thing,
-                             create_thing_group, deny, policy_document, set_certificate_status,
-                             unique)
+                             control_ok, create_device, create_policy, create_policy_version,
+                             create_thing, create_thing_group, deny, detach_policy,
+                             policy_document, set_certificate_status, unique)
 
 RELOAD = re.compile(r"iotmock: authorization reloaded \| client=(?P<client>\S+) \| "
                     r"cert=(?P<cert>\S+) \| policies=(?P<n>\d+) \| compiled documents=(?P<c>\d+)")
@@ -120,3 +121,30 @@ def test_own_changes_reload_only_the_client_concerned(server, setup):
         assert c.publish_result(f"{prefix}/{unique('t')}") in PUBACK_OK
     assert sorted(m["client"] for m in reloads(log)) == sorted([a.client_id, b.client_id])
     assert all(m["n"] == "2" for m in reloads(log)), log.text()
+
+
+def test_documents_are_compiled_when_stored(server, setup):
+    """CreatePolicy and CreatePolicyVersion --set-as-default compile the document into the shared
+    cache as they validate it; a version that is not the default is only validated."""
+    prefix, policy, device, thing, a, b = setup
+
+    def compiled_after_reload(target_policy, attach):
+        log = ServerLog(server)
+        (attach_policy if attach else detach_policy)(server, target_policy, device.arn)
+        assert a.publish_result(f"{prefix}/{unique('t')}") in PUBACK_OK
+        (found,) = reloads(log, a.client_id)
+        return int(found["c"])
+
+    extra = create_policy(server, cache_policy("extra"))
+    before = compiled_after_reload(extra, attach=True)
+    create_policy(server, cache_policy(unique("stored")))  # attached to nobody
+    after_create = compiled_after_reload(extra, attach=False)
+    assert after_create == before + 1, "CreatePolicy did not compile into the cache"
+    create_policy_version(server, extra, cache_policy(unique("v2")))  # default, unused here
+    after_version = compiled_after_reload(extra, attach=True)
+    # +1 for the new default version of EXTRA, compiled when stored, found compiled by A.
+    assert after_version == after_create + 1, (before, after_create, after_version)
+    control_ok(server, "POST", f"/policies/{extra}/version?setAsDefault=false",
+               {"policyDocument": json.dumps(cache_policy(unique("v3")))})
+    assert compiled_after_reload(extra, attach=False) == after_version, \
+        "a non-default version was compiled into the cache"
