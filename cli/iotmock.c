@@ -28,6 +28,8 @@ struct serve_opts {
     long token_ttl;
     int in_memory;
     int friendly;
+    const char *qos0_refusal; /* disconnect (default), close or drop */
+    const char *negated_absent; /* "true" (IAM, the default) or "false" */
     unsigned without;      /* AWS behaviours switched off (--without), bits of AWS_BEHAVIOURS */
     int alpn_port;         /* a second MQTT listener (e.g. 443), 0 = none */
     unsigned max_keepalive;
@@ -93,6 +95,8 @@ static void usage(FILE *to)
             "                     [--lambda-endpoint URL] [--templates-dir DIR]\n"
             "                     [--token-ttl SECONDS] [--in-memory] [--friendly]\n"
             "                     [--alpn-port N] [--max-keepalive SECONDS] [--key-pool N]\n"
+            "                     [--qos0-refusal disconnect|close|drop]\n"
+            "                     [--negated-absent true|false]\n"
             "                     [--without BEHAVIOUR[,BEHAVIOUR...]]\n"
             "                     [--jitp-first-connect refuse|accept]\n"
             "       iotmock trust|untrust [--state-dir DIR]\n"
@@ -124,6 +128,8 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         {"templates-dir", required_argument, NULL, 't'},
         {"token-ttl", required_argument, NULL, 'T'}, {"in-memory", no_argument, NULL, 'M'},
         {"friendly", no_argument, NULL, 'F'},
+        {"qos0-refusal", required_argument, NULL, 'Q'},
+        {"negated-absent", required_argument, NULL, 'N'},
         {"alpn-port", required_argument, NULL, 'A'}, {"without", required_argument, NULL, 'W'},
         {"max-keepalive", required_argument, NULL, 'K'},
         {"jitp-first-connect", required_argument, NULL, 'J'},
@@ -150,6 +156,17 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             if (strcmp(optarg, "accept") != 0 && strcmp(optarg, "refuse") != 0)
                 return 0;
             o->jitp_accept_first = strcmp(optarg, "accept") == 0;
+            break;
+        case 'Q':
+            if (strcmp(optarg, "disconnect") != 0 && strcmp(optarg, "close") != 0 &&
+                strcmp(optarg, "drop") != 0)
+                return 0;
+            o->qos0_refusal = optarg;
+            break;
+        case 'N':
+            if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0)
+                return 0;
+            o->negated_absent = optarg;
             break;
         case 'A':
             if (!parse_port(optarg, &o->alpn_port))
@@ -308,6 +325,10 @@ static int write_config(const char *path, const char *state, const struct serve_
      * DescribeEndpoint answers. */
     fprintf(f, "plugin_opt_capath %s/%s\nplugin_opt_host %s\nplugin_opt_jitp_first_connect %s\n",
             state, CAPATH_DIR, o->host, o->jitp_accept_first ? "accept" : "refuse");
+    if (o->qos0_refusal)
+        fprintf(f, "plugin_opt_qos0_refusal %s\n", o->qos0_refusal);
+    if (o->negated_absent)
+        fprintf(f, "plugin_opt_negated_absent %s\n", o->negated_absent);
     write_aws_config(f, state, o);
     return fclose(f) == 0;
 }

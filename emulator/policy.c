@@ -1926,7 +1926,8 @@ static bool cond_holds(const struct cond *cd, struct eval *ev)
         return false;
     }
     if (kv.n == 0)
-        return cd->if_exists || cd->set == SET_ALL || (cd->set == SET_NONE && cd->op->negated);
+        return cd->if_exists || cd->set == SET_ALL ||
+               (cd->set == SET_NONE && cd->op->negated && !ev->ctx->negated_absent_false);
     bool need_all = cd->set == SET_ALL || (cd->set == SET_NONE && cd->op->negated);
     for (size_t i = 0; i < kv.n; i++) {
         bool ok = request_value_ok(cd, ev, kv.v[i]);

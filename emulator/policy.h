@@ -147,6 +147,10 @@ struct policy_context {
         connect_attributes; /* POLICY_CONNECT_* bits; iot:ConnectAttributes on iot:Connect only */
     const char *last_will_topic; /* the will's topic name; iot:LastWillTopic on iot:Connect only */
     time_t now; /* aws:CurrentTime / aws:EpochTime; 0: the clock at each evaluation */
+    /* A Not operator (StringNotEquals, ArnNotLike, NotIpAddress...) on a key absent from the
+     * request: false holds it true, as IAM documents (the default); true makes it false, as
+     * broker-and-policy.md §2.5 reads it. IfExists, Null and the set operators are unaffected. */
+    bool negated_absent_false;
 
     /* Owned by the context: set by policy_context_from_cert() / policy_context_cert_add(),
      * freed by policy_context_cleanup(). */

@@ -16,10 +16,31 @@
 #include <time.h>
 
 #include <sqlite3.h>
+#include <uthash.h>
 #include <uuid/uuid.h>
 
 #define SCHEMA_VERSION 1
 #define BUSY_TIMEOUT_MS 5000
+
+/* Authorization versions (registry_authz_version()): a change that can alter what some
+ * connection may do marks the certificate id or thing name it concerns, or everyone; the marks
+ * are published after the commit, keys first, the version last. One entry per key ever marked
+ * (at most one per certificate and thing). */
+struct authz_key {
+    char *key;
+    uint64_t version; /* of the last change concerning it */
+    bool pending;     /* marked by the transaction being built */
+    UT_hash_handle hh;
+};
+
+struct authz_versions {
+    _Atomic uint64_t version;
+    _Atomic uint64_t everyone; /* version of the last change concerning all */
+    pthread_mutex_t lock;      /* keys; taken inside the registry lock, never around it */
+    struct authz_key *keys;
+    /* marks of the transaction being built, under the registry lock */
+    bool pending, pending_everyone, pending_lost;
+};
 
 struct registry {
     sqlite3 *db;
@@ -37,6 +58,7 @@ struct registry {
     struct registry_change *changes;
     size_t n_changes, cap_changes;
     size_t marks[16];
+    struct authz_versions authz;
 };
 
 /* Indexes serve the lookups the API makes that no primary key covers: by principal, by target,
@@ -573,6 +595,96 @@ static enum iot_err close_savepoint(struct registry *reg, bool commit, struct io
     return code;
 }
 
+/* Marks KEY (a certificate id or thing name; NULL: every connection) as changed by the
+ * transaction being built. Out of memory, the change is published as concerning everyone. */
+static void authz_touch(struct registry *reg, const char *key)
+{
+    struct authz_versions *a = &reg->authz;
+    struct authz_key *k = NULL;
+    a->pending = true;
+    if (key == NULL) {
+        a->pending_everyone = true;
+        return;
+    }
+    pthread_mutex_lock(&a->lock);
+    HASH_FIND_STR(a->keys, key, k);
+    if (k == NULL && (k = calloc(1, sizeof(*k))) != NULL) {
+        if ((k->key = strdup(key)) != NULL) {
+            HASH_ADD_KEYPTR(hh, a->keys, k->key, strlen(k->key), k);
+        } else {
+            free(k);
+            k = NULL;
+        }
+    }
+    if (k != NULL)
+        k->pending = true;
+    else
+        a->pending_lost = true;
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Ends the outer transaction's marks: published when COMMITTED, dropped otherwise. */
+static void authz_settle(struct registry *reg, bool committed)
+{
+    struct authz_versions *a = &reg->authz;
+    if (!a->pending)
+        return;
+    uint64_t v = atomic_load(&a->version) + 1;
+    struct authz_key *k, *tmp;
+    pthread_mutex_lock(&a->lock);
+    HASH_ITER(hh, a->keys, k, tmp)
+    {
+        if (k->pending && committed)
+            k->version = v;
+        k->pending = false;
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (committed) {
+        if (a->pending_everyone || a->pending_lost)
+            atomic_store(&a->everyone, v);
+        atomic_store(&a->version, v);
+    }
+    a->pending = a->pending_everyone = a->pending_lost = false;
+}
+
+static void authz_free(struct authz_versions *a)
+{
+    struct authz_key *k, *tmp;
+    HASH_ITER(hh, a->keys, k, tmp)
+    {
+        HASH_DEL(a->keys, k);
+        free(k->key);
+        free(k);
+    }
+    pthread_mutex_destroy(&a->lock);
+}
+
+uint64_t registry_authz_version(struct registry *reg)
+{
+    return atomic_load(&reg->authz.version);
+}
+
+static bool key_changed(struct authz_versions *a, const char *key, uint64_t since)
+{
+    struct authz_key *k = NULL;
+    if (key == NULL)
+        return false;
+    HASH_FIND_STR(a->keys, key, k);
+    return k != NULL && k->version > since;
+}
+
+bool registry_authz_changed(struct registry *reg, uint64_t since, const char *cert_id,
+                            const char *thing)
+{
+    struct authz_versions *a = &reg->authz;
+    if (atomic_load(&a->everyone) > since)
+        return true;
+    pthread_mutex_lock(&a->lock);
+    bool changed = key_changed(a, cert_id, since) || key_changed(a, thing, since);
+    pthread_mutex_unlock(&a->lock);
+    return changed;
+}
+
 /* The version moves only when a commit actually changed rows; a failed or empty one leaves
  * caches valid. */
 static enum iot_err finish_outer(struct registry *reg, bool committed, enum iot_err code)
@@ -588,20 +700,25 @@ static enum iot_err finish_outer(struct registry *reg, bool committed, enum iot_
 
 static enum iot_err close_outer(struct registry *reg, bool commit, struct iot_error *err)
 {
-    if (sqlite3_get_autocommit(reg->db))
+    if (sqlite3_get_autocommit(reg->db)) {
+        authz_settle(reg, false);
         return finish_outer(reg, false,
                             commit ? iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted")
                                    : IOT_OK);
+    }
     enum iot_err code = IOT_OK;
     if (commit) {
         code = exec(reg, "COMMIT", err);
         if (code == IOT_OK) {
-            if (sqlite3_total_changes64(reg->db) != reg->changes_at_begin)
+            bool changed = sqlite3_total_changes64(reg->db) != reg->changes_at_begin;
+            if (changed)
                 atomic_fetch_add(&reg->version, 1);
+            authz_settle(reg, changed);
             return finish_outer(reg, true, IOT_OK);
         }
     }
     sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
+    authz_settle(reg, false);
     return finish_outer(reg, false, code);
 }
 
@@ -765,8 +882,14 @@ enum iot_err registry_open(const char *path, struct registry **out, struct iot_e
         free(reg);
         return iot_error_set(err, IOT_ERR_INTERNAL, "registry: cannot create its lock");
     }
+    if (pthread_mutex_init(&reg->authz.lock, NULL) != 0) {
+        pthread_mutex_destroy(&reg->lock);
+        free(reg);
+        return iot_error_set(err, IOT_ERR_INTERNAL, "registry: cannot create its lock");
+    }
     /* Starting at 1 means a cache stamped 0 (never filled) never looks current. */
     atomic_init(&reg->version, 1);
+    atomic_init(&reg->authz.version, 1);
     enum iot_err code = connect_db(reg, path, err);
     if (code == IOT_OK)
         code = create_schema(reg, path, err);
@@ -788,6 +911,7 @@ void registry_close(struct registry *reg)
     drop_changes(reg, 0);
     free(reg->changes);
     sqlite3_close(reg->db);
+    authz_free(&reg->authz);
     pthread_mutex_destroy(&reg->lock);
     free(reg);
 }
@@ -989,6 +1113,7 @@ static enum iot_err delete_cert(struct registry *reg, const char *id, struct iot
         "DELETE FROM certificates WHERE id = ?1",
     };
     enum iot_err code = require_cert(reg, id, err);
+    authz_touch(reg, id); /* its policy attachments and thing principals go */
     for (size_t i = 0; code == IOT_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
         code = run(reg, sql[i], ARGS(ARG_TEXT(id)), err);
     return code;
@@ -1116,6 +1241,7 @@ static enum iot_err put_thing(struct registry *reg, const struct registry_thing 
         return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
     if (t->id == NULL)
         new_uuid(uuid_text);
+    authz_touch(reg, t->name); /* type and attributes are policy variables */
     code = run(reg,
                "INSERT INTO things (name, id, type_name, attributes, version)"
                " VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (name) DO UPDATE SET"
@@ -1154,6 +1280,7 @@ static enum iot_err delete_thing(struct registry *reg, const char *name, struct 
         "DELETE FROM things WHERE name = ?1",
     };
     enum iot_err code = require_thing(reg, name, err);
+    authz_touch(reg, name);
     for (size_t i = 0; code == IOT_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
         code = run(reg, sql[i], ARGS(ARG_TEXT(name)), err);
     return code;
@@ -1266,6 +1393,7 @@ static enum iot_err change_membership(struct registry *reg, const char *sql, con
     bool add = strncmp(sql, "INSERT", 6) == 0;
     cJSON *before = watch && !add ? membership_snapshot(reg, group, thing) : NULL;
     code = require_group_and_thing(reg, group, thing, err);
+    authz_touch(reg, thing); /* the thing's group policies */
     if (code == IOT_OK)
         code = run(reg, sql, ARGS(ARG_TEXT(group), ARG_TEXT(thing)), err);
     if (code == IOT_OK && watch && sqlite3_changes(reg->db) > 0) {
@@ -1320,6 +1448,7 @@ static enum iot_err attach_principal(struct registry *reg, const char *thing, co
     enum iot_err code = require_thing(reg, thing, err);
     if (code == IOT_OK)
         code = require_cert(reg, principal, err);
+    authz_touch(reg, thing); /* the association of client id THING */
     if (code == IOT_OK)
         code = run(reg, "INSERT OR IGNORE INTO thing_principals (thing, principal) VALUES (?1, ?2)",
                    ARGS(ARG_TEXT(thing), ARG_TEXT(principal)), err);
@@ -1342,6 +1471,7 @@ static enum iot_err detach_principal(struct registry *reg, const char *thing, co
                                      struct iot_error *err)
 {
     enum iot_err code = require_thing(reg, thing, err);
+    authz_touch(reg, thing);
     if (code == IOT_OK)
         code = run(reg, "DELETE FROM thing_principals WHERE thing = ?1 AND principal = ?2",
                    ARGS(ARG_TEXT(thing), ARG_TEXT(principal)), err);
@@ -1461,6 +1591,7 @@ static enum iot_err delete_policy(struct registry *reg, const char *name, struct
                              "The policy cannot be deleted as the policy is attached to one or "
                              "more principals (name=%s)",
                              name);
+    authz_touch(reg, NULL);
     if (code == IOT_OK)
         code = run(reg, "DELETE FROM policy_versions WHERE policy = ?1", ARGS(ARG_TEXT(name)), err);
     if (code == IOT_OK)
@@ -1478,6 +1609,16 @@ enum iot_err registry_policy_delete(struct registry *reg, const char *name, stru
     return txn_end(reg, delete_policy(reg, name, err), err);
 }
 
+/* A certificate id: 64 lowercase hex digits (the SHA-256 of its DER). */
+static bool is_cert_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return false;
+    return n == 64;
+}
+
 /* Runs SQL on the (policy, target) pair once the policy exists. */
 static enum iot_err change_target(struct registry *reg, const char *sql, const char *policy,
                                   const char *target, struct iot_error *err)
@@ -1488,6 +1629,9 @@ static enum iot_err change_target(struct registry *reg, const char *sql, const c
     if (code != IOT_OK)
         return code;
     code = require_policy(reg, policy, err);
+    /* A certificate's attachments concern its connections; a group's (or any other target's),
+     * potentially everyone's. */
+    authz_touch(reg, is_cert_id(target) ? target : NULL);
     if (code == IOT_OK)
         code = run(reg, sql, ARGS(ARG_TEXT(policy), ARG_TEXT(target)), err);
     return txn_end(reg, code, err);
@@ -2372,6 +2516,7 @@ static enum iot_err delete_group(struct registry *reg, const char *name, struct 
     if (code == IOT_OK && children)
         code = iot_error_set(err, IOT_ERR_DELETE_CONFLICT, "Thing group %s has child thing groups",
                              name);
+    authz_touch(reg, NULL); /* its members' policies */
     if (code == IOT_OK)
         code = run(reg, "DELETE FROM thing_group_members WHERE \"group\" = ?1",
                    ARGS(ARG_TEXT(name)), err);
@@ -2646,6 +2791,8 @@ enum iot_err registry_policy_version_add(struct registry *reg, const char *name,
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
+    if (set_default)
+        authz_touch(reg, NULL);
     return txn_end(reg, add_policy_version(reg, name, document, set_default, version, err), err);
 }
 
@@ -2657,6 +2804,7 @@ enum iot_err registry_policy_version_set_default(struct registry *reg, const cha
     enum iot_err code = txn_open(reg, err);
     if (code != IOT_OK)
         return code;
+    authz_touch(reg, NULL);
     return txn_end(reg, set_default_policy(reg, name, version, err), err);
 }
 
@@ -2929,5 +3077,6 @@ enum iot_err registry_reset(struct registry *reg, struct iot_error *err)
     if (code != IOT_OK)
         return code;
     reg->events_stale = true;
+    authz_touch(reg, NULL);
     return txn_end(reg, wipe(reg, err), err);
 }

@@ -45,6 +45,18 @@ void registry_close(struct registry *reg);
 /* A counter bumped by every committed change, for caches (policy decisions, auth). */
 uint64_t registry_version(struct registry *reg);
 
+/* What a connection's authorization depends on (broker-and-policy.md §2.6): the default version
+ * of a policy, policy attachments, things (type, attributes), thing principals, group membership
+ * and groups. registry_authz_version() moves after each commit that changed one of them (not
+ * after, say, a new certificate or a status change). registry_authz_changed() says whether a
+ * change committed after version SINCE may concern a connection of certificate CERT_ID whose
+ * client id is THING (either may be NULL): never a false "no"; a false "yes" for changes that
+ * concern everyone (policy versions, group attachments and deletions). Any thread; the first
+ * never waits, the second takes a short lock of its own. */
+uint64_t registry_authz_version(struct registry *reg);
+bool registry_authz_changed(struct registry *reg, uint64_t since, const char *cert_id,
+                            const char *thing);
+
 enum iot_err registry_begin(struct registry *reg);
 enum iot_err registry_commit(struct registry *reg);
 void registry_rollback(struct registry *reg);

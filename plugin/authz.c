@@ -1,8 +1,11 @@
 /* Authorization: IoT policies evaluated on every CONNECT, PUBLISH, SUBSCRIBE and delivery
  * (shared/spec/broker-and-policy.md §2, §3, §8.1). Each connection keeps its policy context and
- * its compiled policies; both are rebuilt when the registry's version moves, so a policy,
- * attachment or thing change applies to connected clients at their next action. The cost of a
- * check depends only on the policies that apply to that client. */
+ * references to its policies, compiled once per document for the whole process (policy_cache).
+ * Both are rebuilt only when the registry reports a change that may concern this connection
+ * (registry_authz_changed(): its certificate's attachments, its thing, a policy's default
+ * version, groups), so a change applies at the client's next action while provisioning other
+ * devices costs connected clients nothing. The cost of a check depends only on the policies
+ * that apply to that client. */
 #include "plugin.h"
 
 #include <stdlib.h>
@@ -13,7 +16,7 @@
 static void free_policies(struct conn *c)
 {
     for (size_t i = 0; i < c->n_policies; i++)
-        policy_free(c->policies[i]);
+        policy_cache_release(c->cache, c->policies[i]);
     free(c->policies);
     c->policies = NULL;
     c->n_policies = 0;
@@ -87,11 +90,11 @@ static void add_policy(struct plugin *p, struct conn *c, const char *name)
         if (strcmp(policy_name(c->policies[i]), name) == 0)
             return;
     char *doc = NULL;
-    struct policy *pol = NULL;
+    const struct policy *pol = NULL;
     struct iot_error err = {0};
     if (registry_policy_get(p->reg, name, &doc, NULL) == IOT_OK &&
-        policy_compile(name, doc, strlen(doc), &pol, &err) == IOT_OK) {
-        struct policy **grown = realloc(c->policies, (c->n_policies + 1) * sizeof(*grown));
+        policy_cache_get(p->policies, name, doc, &pol, &err) == IOT_OK) {
+        const struct policy **grown = realloc(c->policies, (c->n_policies + 1) * sizeof(*grown));
         if (grown) {
             c->policies = grown;
             c->policies[c->n_policies++] = pol;
@@ -101,7 +104,7 @@ static void add_policy(struct plugin *p, struct conn *c, const char *name)
         mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: policy %s does not compile: %s", name,
                              err.message);
     }
-    policy_free(pol);
+    policy_cache_release(p->policies, pol);
     free(doc);
 }
 
@@ -131,18 +134,18 @@ static void add_group_policies(struct plugin *p, struct conn *c, const char *gro
 static void add_claim_policy(struct plugin *p, struct conn *c)
 {
     struct registry_cert_meta m = {0};
-    struct policy *pol = NULL;
+    const struct policy *pol = NULL;
     if (registry_cert_get_meta(p->reg, c->cert_id, &m, NULL) != IOT_OK || m.claim_template[0] == 0)
         return;
     char *doc = fleet_claim_policy_document(p->opt.region, p->opt.account_id, m.claim_template);
-    struct policy **grown = NULL;
-    if (doc != NULL && policy_compile(CLAIM_POLICY_NAME, doc, strlen(doc), &pol, NULL) == IOT_OK &&
+    const struct policy **grown = NULL;
+    if (doc != NULL && policy_cache_get(p->policies, CLAIM_POLICY_NAME, doc, &pol, NULL) == IOT_OK &&
         (grown = realloc(c->policies, (c->n_policies + 1) * sizeof(*grown))) != NULL) {
         c->policies = grown;
         c->policies[c->n_policies++] = pol;
         pol = NULL;
     }
-    policy_free(pol);
+    policy_cache_release(p->policies, pol);
     free(doc);
 }
 
@@ -170,16 +173,33 @@ static void load_policies(struct plugin *p, struct conn *c)
     cJSON_Delete(groups);
 }
 
+/* Reloads what the connection's authorization depends on if a change since it was loaded may
+ * concern it. The version is read before the registry, so a change committed meanwhile is seen
+ * again at the next check. */
 static void refresh(struct plugin *p, struct conn *c)
 {
-    uint64_t v = registry_version(p->reg);
+    uint64_t v = registry_authz_version(p->reg);
     if (c->loaded_version == v)
         return;
+    bool reload = c->loaded_version != 0;
+    if (reload && !registry_authz_changed(p->reg, c->loaded_version, c->cert_id, c->client_id)) {
+        c->loaded_version = v;
+        return;
+    }
     free_policies(c);
     free_thing(c);
     load_thing(p, c);
     load_policies(p, c);
     c->loaded_version = v;
+    if (reload) { /* rare: only a change that may concern this client */
+        struct policy_cache_stats s;
+        policy_cache_stats(p->policies, &s);
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "iotmock: authorization reloaded | client=%s | cert=%s | "
+                             "policies=%zu | compiled documents=%llu",
+                             c->client_id, c->cert_id, c->n_policies,
+                             (unsigned long long)s.compiles);
+    }
 }
 
 bool authz_prepare(struct plugin *p, struct conn *c, struct mosquitto *client, X509 *cert)
@@ -192,11 +212,13 @@ bool authz_prepare(struct plugin *p, struct conn *c, struct mosquitto *client, X
                              err.message);
         return false;
     }
+    c->cache = p->policies;
     c->protocol_version = mosquitto_client_protocol_version(client);
     c->ctx.region = p->opt.region;
     c->ctx.account = p->opt.account_id;
     c->ctx.client_id = c->client_id;
     c->ctx.certificate_id = c->cert_id;
+    c->ctx.negated_absent_false = p->opt.negated_absent_false;
     free(c->source_ip);
     const char *ip = mosquitto_client_address(client);
     c->source_ip = ip ? strdup(ip) : NULL;
@@ -235,8 +257,7 @@ bool authz_allowed(struct plugin *p, struct conn *c, enum policy_action action, 
     size_t len = policy_arn_for(arn, sizeof(arn), &c->ctx, action, name, strlen(name));
     if (len == 0 || len >= sizeof(arn))
         return false;
-    if (policy_evaluate((const struct policy *const *)c->policies, c->n_policies, &c->ctx, action,
-                        arn, len, &d) != IOT_OK)
+    if (policy_evaluate(c->policies, c->n_policies, &c->ctx, action, arn, len, &d) != IOT_OK)
         return false;
     if (d.effect == POLICY_ALLOW)
         return true;

@@ -48,6 +48,19 @@ static int denied(struct plugin *p, struct conn *c)
     return rc == MOSQ_ERR_ACL_DENIED ? rc : broker_closing(c, EVENTS_AUTH_ERROR, rc);
 }
 
+/* MQTT 5 can answer a refused QoS 1 PUBLISH with PUBACK 0x87; a QoS 0 one has no answer. AWS
+ * probably disconnects (§3.2, UNCONFIRMED). Mosquitto 2.0.11 sends DISCONNECT 0x80 when a check
+ * fails with MOSQ_ERR_UNKNOWN and closes silently on MOSQ_ERR_AUTH; it has no way to send 0x87. */
+static int denied_qos0_v5(struct plugin *p, struct conn *c)
+{
+    switch (p->opt.qos0_refusal) {
+    case QOS0_REFUSAL_DROP: return MOSQ_ERR_ACL_DENIED;
+    case QOS0_REFUSAL_CLOSE: return broker_closing(c, EVENTS_AUTH_ERROR, MOSQ_ERR_AUTH);
+    case QOS0_REFUSAL_DISCONNECT: break;
+    }
+    return broker_closing(c, EVENTS_AUTH_ERROR, MOSQ_ERR_UNKNOWN);
+}
+
 static int check_write(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed)
 {
     int rc = broker_check_write(p, c, ed);
@@ -55,7 +68,9 @@ static int check_write(struct plugin *p, struct conn *c, const struct mosquitto_
         return rc;
     bool ok = authz_allowed(p, c, POLICY_ACTION_PUBLISH, ed->topic) &&
               (!ed->retain || authz_allowed(p, c, POLICY_ACTION_RETAIN_PUBLISH, ed->topic));
-    return ok ? MOSQ_ERR_SUCCESS : denied(p, c);
+    if (ok)
+        return MOSQ_ERR_SUCCESS;
+    return c->protocol_version == 5 && ed->qos == 0 ? denied_qos0_v5(p, c) : denied(p, c);
 }
 
 static int check_subscribe(struct plugin *p, struct conn *c,

@@ -26,6 +26,13 @@ static bool is_true(const char *v)
     return strcmp(v, "true") == 0;
 }
 
+static enum qos0_refusal parse_qos0_refusal(const char *v)
+{
+    if (strcmp(v, "close") == 0)
+        return QOS0_REFUSAL_CLOSE;
+    return strcmp(v, "drop") == 0 ? QOS0_REFUSAL_DROP : QOS0_REFUSAL_DISCONNECT;
+}
+
 /* plugin_opt_* for AWS's broker behaviour (each on by default); false if K is not one. */
 static bool read_aws_option(struct aws_behaviour *a, const char *k, const char *v)
 {
@@ -77,6 +84,8 @@ static void read_options(struct options *o, struct mosquitto_opt *opts, int n)
         else if (strcmp(k, "jitp_without_event") == 0) o->jit.jitp_without_event = is_true(v);
         else if (strcmp(k, "jitp_requires_enabled") == 0) o->jit.jitp_requires_enabled = is_true(v);
         else if (strcmp(k, "key_pool") == 0) o->key_pool = strtoul(v, NULL, 10);
+        else if (strcmp(k, "qos0_refusal") == 0) o->qos0_refusal = parse_qos0_refusal(v);
+        else if (strcmp(k, "negated_absent") == 0) o->negated_absent_false = !is_true(v);
         else mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: unknown option plugin_opt_%s", k);
     }
 }
@@ -111,7 +120,7 @@ static int open_state(struct plugin *p, struct iot_error *err)
         if (jit_sync_capath(p->cacerts, p->reg, root, p->opt.capath, err) != IOT_OK)
             return fail(err);
     }
-    if ((p->sessions = sessions_new(0)) == NULL) {
+    if ((p->sessions = sessions_new(0)) == NULL || (p->policies = policy_cache_new()) == NULL) {
         iot_error_set(err, IOT_ERR_NOMEM, "out of memory");
         return fail(err);
     }
@@ -135,7 +144,8 @@ static int open_state(struct plugin *p, struct iot_error *err)
                              .state_dir = p->opt.state_dir, .ready = &p->ready, .ca = p->ca,
                              .region = p->opt.region, .account_id = p->opt.account_id,
                              .seed = &seed, .host = p->opt.host, .cacerts = p->cacerts,
-                             .capath = p->opt.capath, .keys = p->keys};
+                             .capath = p->opt.capath, .keys = p->keys, .policies = p->policies,
+                             .negated_absent_false = p->opt.negated_absent_false};
     if (http_server_start(&hc, &p->http, err) != IOT_OK)
         return fail(err);
     return MOSQ_ERR_SUCCESS;
@@ -181,6 +191,7 @@ static void destroy(struct plugin *p)
     reg_events_stop(p);
     broker_clear(p);
     conns_clear(p);
+    policy_cache_free(p->policies); /* after the connections gave their policies back */
     sessions_free(p->sessions);
     broker_log_close(p->log);
     ca_free(p->ca);

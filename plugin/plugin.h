@@ -22,6 +22,7 @@
 #include "jit.h"
 #include "quota.h"
 #include "policy.h"
+#include "policy_cache.h"
 #include "registry.h"
 #include "sessions.h"
 #include "subscriptions.h"
@@ -55,13 +56,14 @@ struct conn {
     int protocol_version; /* 3, 4 (3.1.1) or 5 */
     /* authorization (authz.c) */
     struct policy_context ctx;
-    struct policy **policies;
+    struct policy_cache *cache; /* where policies come from (the plugin's) */
+    const struct policy **policies; /* references into cache */
     size_t n_policies;
     struct policy_attr *attrs;
     size_t n_attrs;
     char *thing_type;
     char *source_ip;
-    uint64_t loaded_version; /* registry version the policies were loaded at; 0 = never */
+    uint64_t loaded_version; /* registry_authz_version() the policies were loaded at; 0 = never */
     /* broker behaviour (broker.c) and lifecycle events (lifecycle.c) */
     bool accepted;           /* BASIC_AUTH let it in */
     bool ended;              /* MOSQ_EVT_DISCONNECT seen: kept for the Will's check */
@@ -108,6 +110,15 @@ struct aws_behaviour {
     const char *broker_log;   /* Mosquitto's log file, read for disconnect reasons */
 };
 
+/* What a refused MQTT 5 QoS 0 PUBLISH gets (--qos0-refusal). AWS: UNCONFIRMED, the spec's default is
+ * DISCONNECT 0x87 (shared/spec/broker-and-policy.md §3.2), a code a Mosquitto 2.0.11 plugin cannot
+ * choose: the nearest it can send is DISCONNECT 0x80 (see docs/features.md). */
+enum qos0_refusal {
+    QOS0_REFUSAL_DISCONNECT = 0, /* DISCONNECT 0x80, then close (the default) */
+    QOS0_REFUSAL_CLOSE,          /* close without DISCONNECT, as on MQTT 3.1.1 */
+    QOS0_REFUSAL_DROP,           /* drop the message, keep the connection (stock Mosquitto) */
+};
+
 struct options {
     const char *state_dir;
     const char *data_dir;
@@ -128,6 +139,8 @@ struct options {
     bool jitp_accept_first;
     struct jit_config jit; /* the spec's open choices (emulator/jit.h), plugin_opt_jit_* */
     size_t key_pool; /* pre-generated keys for CreateKeysAndCertificate; 0 = none */
+    enum qos0_refusal qos0_refusal;
+    bool negated_absent_false; /* --negated-absent false: §2.5's reading instead of IAM's */
     struct aws_behaviour aws;
 };
 
@@ -139,6 +152,7 @@ struct plugin {
     mosquitto_plugin_id_t *id;
     struct options opt;
     struct registry *reg;
+    struct policy_cache *policies; /* compiled policies, shared by connections and HTTP */
     struct ca *ca;
     struct cacert_store *cacerts;
     struct jit_config jit;

@@ -26,6 +26,7 @@ struct reg_events {
     size_t n;
     size_t dropped; /* since the last tick */
     struct registry_events_account acct;
+    struct wake *wake; /* asked to run the next tick now; NULL: it comes within 100 ms */
 };
 
 /* The registry's hook: on any thread, with the registry locked. */
@@ -54,6 +55,8 @@ static void on_change(const struct registry_change *c, void *arg)
     if (e != NULL) {
         events_message_clear(&e->m);
         free(e);
+    } else {
+        wake_request(q->wake);
     }
 }
 
@@ -67,6 +70,7 @@ bool reg_events_start(struct plugin *p)
     q->tail = &q->head;
     q->acct =
         (struct registry_events_account){.account_id = p->opt.account_id, .region = p->opt.region};
+    q->wake = p->wake;
     p->reg_events = q;
     registry_set_change_hook(p->reg, on_change, q);
     return true;

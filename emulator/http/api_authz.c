@@ -14,7 +14,8 @@
 /* What one evaluation needs; everything in it is owned and freed by authz_clear(). */
 struct authz {
     struct policy_context ctx;
-    struct policy **policies;
+    struct policy_cache *cache;     /* the shared compiled policies, or NULL */
+    const struct policy **policies; /* references into cache, or owned when cache is NULL */
     size_t n_policies;
     cJSON *names; /* the policies considered, in order: array of names */
     struct registry_thing thing;
@@ -25,8 +26,12 @@ struct authz {
 static void authz_clear(struct authz *a)
 {
     policy_context_cleanup(&a->ctx);
-    for (size_t i = 0; i < a->n_policies; i++)
-        policy_free(a->policies[i]);
+    for (size_t i = 0; i < a->n_policies; i++) {
+        if (a->cache)
+            policy_cache_release(a->cache, a->policies[i]);
+        else
+            policy_free((struct policy *)a->policies[i]);
+    }
     free(a->policies);
     cJSON_Delete(a->names);
     registry_thing_clear(&a->thing);
@@ -108,6 +113,20 @@ static void collect_names(struct http_request *req, struct authz *a, const char 
     cJSON_Delete(groups);
 }
 
+/* Appends the compiled policy NAME (document DOC): the shared one when there is a cache. */
+static enum iot_err compile_one(struct http_request *req, struct authz *a, const char *name,
+                                const char *doc, struct iot_error *err)
+{
+    const struct policy **slot = &a->policies[a->n_policies];
+    a->cache = req->srv->cfg.policies;
+    if (a->cache)
+        return policy_cache_get(a->cache, name, doc, slot, err);
+    struct policy *own = NULL;
+    enum iot_err rc = policy_compile(name, doc, strlen(doc), &own, err);
+    *slot = own;
+    return rc;
+}
+
 static bool compile_all(struct http_reply *rep, struct http_request *req, struct authz *a)
 {
     const cJSON *n;
@@ -121,9 +140,8 @@ static bool compile_all(struct http_reply *rep, struct http_request *req, struct
             reply_not_found(rep, "Policy %s not found", n->valuestring);
             return false;
         }
-        enum iot_err rc = a->policies ? policy_compile(n->valuestring, doc, strlen(doc),
-                                                       &a->policies[a->n_policies], &err)
-                                      : IOT_ERR_NOMEM;
+        enum iot_err rc =
+            a->policies ? compile_one(req, a, n->valuestring, doc, &err) : IOT_ERR_NOMEM;
         free(doc);
         if (rc != IOT_OK) {
             reply_iot_error(rep, &err);
@@ -239,8 +257,8 @@ static cJSON *auth_result(struct http_request *req, struct authz *a, const cJSON
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(info, "resources"))
     {
         struct policy_decision d;
-        policy_evaluate((const struct policy *const *)a->policies, a->n_policies, &a->ctx, action,
-                        r->valuestring, strlen(r->valuestring), &d);
+        policy_evaluate(a->policies, a->n_policies, &a->ctx, action, r->valuestring,
+                        strlen(r->valuestring), &d);
         if (d.effect == POLICY_ALLOW)
             add_name(allowed, d.policy);
         else if (d.effect == POLICY_DENY_EXPLICIT)
@@ -309,6 +327,7 @@ void op_test_authorization(struct http_request *req, struct http_reply *rep)
     a.ctx.account = req->srv->cfg.account_id;
     a.ctx.client_id = client_id;
     a.ctx.certificate_id = a.cert_id;
+    a.ctx.negated_absent_false = req->srv->cfg.negated_absent_false;
     associate(req, &a, client_id);
     collect_names(req, &a, a.ctx.thing_associated ? a.thing.name : NULL, skip);
     cJSON_ArrayForEach(n, add) add_name(a.names, n->valuestring);

@@ -18,12 +18,23 @@ static bool check_policy_name(struct http_reply *rep, const char *name)
     return check_name(rep, "policyName", name, POLICY_NAME_CHARS, POLICY_NAME_MAX);
 }
 
-static bool check_document(struct http_reply *rep, const char *name, const char *document)
+/* Compiles DOCUMENT, as CreatePolicy validates it. With CACHE (DOCUMENT is to become the default
+ * version) the compiled form stays there, so connections find the policy compiled once, when
+ * stored. */
+static bool check_document(struct http_reply *rep, struct policy_cache *cache, const char *name,
+                           const char *document)
 {
     struct iot_error err = {0};
-    struct policy *compiled = NULL;
-    enum iot_err rc = policy_compile(name, document, strlen(document), &compiled, &err);
-    policy_free(compiled);
+    enum iot_err rc;
+    if (cache != NULL) {
+        const struct policy *shared = NULL;
+        rc = policy_cache_get(cache, name, document, &shared, &err);
+        policy_cache_release(cache, shared);
+    } else {
+        struct policy *compiled = NULL;
+        rc = policy_compile(name, document, strlen(document), &compiled, &err);
+        policy_free(compiled);
+    }
     if (rc == IOT_ERR_INVALID_REQUEST)
         reply_error(rep, 400, "MalformedPolicyException", "%s", err.message);
     else if (rc != IOT_OK)
@@ -92,7 +103,7 @@ void op_create_policy(struct http_request *req, struct http_reply *rep)
     const char *name = req->params[0], *document = NULL;
     if (!check_policy_name(rep, name) ||
         !body_string(req, rep, "policyDocument", true, &document) ||
-        !check_document(rep, name, document))
+        !check_document(rep, req->srv->cfg.policies, name, document))
         return;
     enum iot_err rc = registry_policy_create(req->srv->cfg.reg, name, document, &err);
     if (rc == IOT_ERR_ALREADY_EXISTS) {
@@ -213,7 +224,8 @@ void op_create_policy_version(struct http_request *req, struct http_reply *rep)
     if (!check_policy_name(rep, name) ||
         !body_string(req, rep, "policyDocument", true, &document) ||
         !req_query_bool(req, rep, "setAsDefault", &set_default) ||
-        !check_document(rep, name, document) || !txn_begin(req, rep))
+        !check_document(rep, set_default ? req->srv->cfg.policies : NULL, name, document) ||
+        !txn_begin(req, rep))
         return;
     create_version(req, rep, name, document, set_default);
     txn_end(req, rep);

@@ -11,6 +11,7 @@
 #include "cacert.h"
 #include "err.h"
 #include "keypool.h"
+#include "policy_cache.h"
 #include "registry.h"
 
 struct http_config {
@@ -35,6 +36,9 @@ struct http_config {
     const char *capath;
     struct keypool *keys;              /* borrowed; CreateKeysAndCertificate takes its keys here;
                                         * NULL: generates each one */
+    struct policy_cache *policies;     /* borrowed; compiled policies shared with the broker;
+                                        * NULL: TestAuthorization compiles its own */
+    bool negated_absent_false;         /* policy_context's, as the broker evaluates */
 };
 
 struct http_server;

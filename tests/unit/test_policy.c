@@ -143,6 +143,8 @@ static bool context_from_json(struct vec *v, const cJSON *j)
     const cJSON *attached = cJSON_GetObjectItemCaseSensitive(j, "isAttached");
     if (cJSON_IsBool(attached))
         ctx->is_attached = cJSON_IsTrue(attached) ? POLICY_BOOL_TRUE : POLICY_BOOL_FALSE;
+    ctx->negated_absent_false =
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "negatedAbsentFalse"));
     const cJSON *now = cJSON_GetObjectItemCaseSensitive(j, "now");
     if (cJSON_IsNumber(now))
         ctx->now = (time_t)now->valuedouble;
