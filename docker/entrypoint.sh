@@ -23,21 +23,21 @@ set -- serve \
   --region "${IOTMOCK_REGION:-us-east-1}" \
   --account-id "${IOTMOCK_ACCOUNT_ID:-123456789012}" \
   "$@"
-if [ -n "${IOTMOCK_LAMBDA_ENDPOINT:-}" ]; then
-  set -- "$@" --lambda-endpoint "$IOTMOCK_LAMBDA_ENDPOINT"
-fi
-if [ -n "${IOTMOCK_TEMPLATES_DIR:-}" ]; then
-  set -- "$@" --templates-dir "$IOTMOCK_TEMPLATES_DIR"
-fi
-if [ -n "${IOTMOCK_TOKEN_TTL:-}" ]; then
-  set -- "$@" --token-ttl "$IOTMOCK_TOKEN_TTL"
-fi
-if [ -n "${IOTMOCK_KEY_POOL:-}" ]; then
-  set -- "$@" --key-pool "$IOTMOCK_KEY_POOL"
-fi
-case "${IOTMOCK_IN_MEMORY:-}" in
-  1 | true | yes | on) set -- "$@" --in-memory ;;
-esac
+# One variable per `iotmock serve` flag that takes a value; unset or empty: the flag's default.
+for pair in LAMBDA_ENDPOINT:--lambda-endpoint TEMPLATES_DIR:--templates-dir \
+  TOKEN_TTL:--token-ttl KEY_POOL:--key-pool ALPN_PORT:--alpn-port \
+  MAX_KEEPALIVE:--max-keepalive WITHOUT:--without QOS0_REFUSAL:--qos0-refusal \
+  NEGATED_ABSENT:--negated-absent JITP_FIRST_CONNECT:--jitp-first-connect; do
+  eval "v=\${IOTMOCK_${pair%%:*}:-}"
+  if [ -n "$v" ]; then set -- "$@" "${pair#*:}" "$v"; fi
+done
+# Switches: 1, true, yes or on turn them on.
+for pair in IN_MEMORY:--in-memory FRIENDLY:--friendly; do
+  eval "v=\${IOTMOCK_${pair%%:*}:-}"
+  case "$v" in
+    1 | true | yes | on) set -- "$@" "${pair#*:}" ;;
+  esac
+done
 
 state=${IOTMOCK_STATE_DIR:-/var/lib/iotmock}
 if [ -e "$state" ] && ! [ -w "$state" ]; then

@@ -337,15 +337,23 @@ def test_environment_variables_configure_the_server(docker, tmp_path):
     env = {"IOTMOCK_HOST": "iotmock.test", "IOTMOCK_MQTT_PORT": "18883",
            "IOTMOCK_HTTP_PORT": "14580", "IOTMOCK_REGION": "eu-west-1",
            "IOTMOCK_ACCOUNT_ID": "210987654321",
-           "IOTMOCK_LAMBDA_ENDPOINT": "http://lambda.test:3001", "IOTMOCK_TOKEN_TTL": "120"}
+           "IOTMOCK_LAMBDA_ENDPOINT": "http://lambda.test:3001", "IOTMOCK_TOKEN_TTL": "120",
+           "IOTMOCK_KEY_POOL": "3", "IOTMOCK_QOS0_REFUSAL": "drop",
+           "IOTMOCK_NEGATED_ABSENT": "false", "IOTMOCK_JITP_FIRST_CONNECT": "accept",
+           "IOTMOCK_FRIENDLY": "on", "IOTMOCK_MAX_KEEPALIVE": "600",
+           "IOTMOCK_WITHOUT": "hash-parent"}
     c = docker.container(vol, env=env, mqtt_port=18883, http_port=14580)
     conf = c.copy_out("/var/lib/iotmock/mosquitto.conf", tmp_path / "mosquitto.conf").read_text()
     for line in ("listener 18883 0.0.0.0", "plugin_opt_http_port 14580",
                  "plugin_opt_region eu-west-1", "plugin_opt_account_id 210987654321",
                  "plugin_opt_lambda_endpoint http://lambda.test:3001",
                  "plugin_opt_token_ttl 120", "plugin_opt_state_dir /var/lib/iotmock",
-                 "plugin_opt_data_dir /usr/share/iotmock"):
+                 "plugin_opt_data_dir /usr/share/iotmock", "plugin_opt_key_pool 3",
+                 "plugin_opt_qos0_refusal drop", "plugin_opt_negated_absent false",
+                 "plugin_opt_jitp_first_connect accept", "plugin_opt_friendly true",
+                 "max_keepalive 600", "plugin_opt_host iotmock.test"):
         assert re.search(rf"^{re.escape(line)}$", conf, re.M), f"{line!r} not in\n{conf}"
+    assert re.search(r"^plugin_opt_hash_parent false$", conf, re.M), conf
     server_cert = load_cert(c.copy_out("/var/lib/iotmock/server-cert.pem",
                                        tmp_path / "server-cert.pem"))
     names = server_cert.extensions.get_extension_for_class(
