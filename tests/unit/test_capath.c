@@ -118,7 +118,7 @@ static void make_dir(char *out, size_t size, const char *name)
 
 static enum iot_err sync_certs(const char *dir, X509 *const *certs, size_t n, struct iot_error *err)
 {
-    char *pems[16];
+    char *pems[16] = {0};
     for (size_t i = 0; i < n; i++)
         pems[i] = ca_cert_to_pem(certs[i]);
     enum iot_err rc = capath_sync(dir, (const char *const *)pems, n, err);
