@@ -34,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -41,6 +42,7 @@
 
 #include "bootstrap.h"
 #include "ca.h"
+#include "cacert.h"
 #include "fuzz_util.h"
 #include "http/server.h"
 #include "registry.h"
@@ -51,6 +53,8 @@ _Static_assert(sizeof(FUZZ_CERT_PLACEHOLDER) - 1 == CA_ID_LEN, "placeholder is 6
 
 static struct registry *reg;
 static struct ca *ca;
+static struct cacert_store *cas; /* the bring-your-own CA routes */
+static char capath_dir[512];
 static struct http_server *server;
 static struct bootstrap_seed seed;
 static int port;
@@ -79,6 +83,7 @@ static void reseed(void)
 {
     struct iot_error err = {0};
     fuzz_need(registry_reset(reg, &err), &err, "registry_reset");
+    fuzz_need(cacert_store_reset(cas, &err), &err, "cacert_store_reset");
     fuzz_need(bootstrap_registry(reg, &seed, &err), &err, "bootstrap_registry");
     cJSON *attrs = cJSON_CreateObject();
     cJSON_AddStringToObject(attrs, "serialNumber", "42");
@@ -102,6 +107,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fuzz_need(bootstrap_files(dir, "localhost", &err), &err, "bootstrap_files");
     fuzz_need(ca_open(dir, &ca, &err), &err, "ca_open");
     fuzz_need(registry_open(":memory:", &reg, &err), &err, "registry_open");
+    fuzz_need(cacert_store_open(":memory:", &cas, &err), &err, "cacert_store_open");
+    snprintf(capath_dir, sizeof(capath_dir), "%s/capath", dir);
+    if (mkdir(capath_dir, 0755) != 0)
+        abort();
     char path[256];
     size_t len = 0;
     X509 *claim = NULL;
@@ -127,7 +136,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                                   .region = "us-east-1",
                                   .account_id = "123456789012",
                                   .host = "localhost",
-                                  .seed = &seed};
+                                  .seed = &seed,
+                                  .cacerts = cas,
+                                  .capath = capath_dir};
         rc = http_server_start(&cfg, &server, &err);
     }
     fuzz_need(rc, &err, "http_server_start");

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -455,7 +456,65 @@ def http(x509):
         write(t, name, data)
 
 
+def http_ca():
+    """The bring-your-own CA routes: a CA, a verification certificate and a device certificate
+    it signed (the registration code differs per run, so the verification is refused; the
+    mutations still reach every check before it)."""
+    t = "fuzz_http"
+    with tempfile.TemporaryDirectory() as tmp:
+        ca_key, dev_key, ver_key = (os.path.join(tmp, n) for n in ("ca.key", "dev.key", "ver.key"))
+        for k in (ca_key, dev_key, ver_key):
+            openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", k)
+        ca = os.path.join(tmp, "ca.pem")
+        openssl("req", "-new", "-x509", "-key", ca_key, "-subj", "/CN=Fuzz Root CA", "-days", "2",
+                "-out", ca)
+        ca_pem = open(ca).read()
+
+        def signed(key, subj):
+            csr = openssl("req", "-new", "-key", key, "-subj", subj)
+            ext = os.path.join(tmp, "ext.cnf")
+            with open(ext, "w") as f:
+                f.write("basicConstraints=CA:FALSE\n")
+            return openssl("x509", "-req", "-in", "/dev/stdin", "-CA", ca, "-CAkey", ca_key,
+                           "-CAcreateserial", "-days", "1", "-extfile", ext,
+                           input=csr).decode()
+        ver_pem = signed(ver_key, "/CN=" + "0" * 64)
+        dev_pem = signed(dev_key, "/CN=sensor-8/O=Acme/C=US")
+    ca_id = "0" * 64
+    cfg = {"templateBody": json.dumps({"Parameters": {
+        "AWS::IoT::Certificate::CommonName": {"Type": "String"}}, "Resources": {}}),
+        "roleArn": "arn:aws:iam::123456789012:role/JITPRole"}
+    reqs = {
+        "ca-registration-code": ("GET", "/registrationcode", None),
+        "ca-register": ("POST", "/cacertificate?setAsActive=true&allowAutoRegistration=true",
+                        {"caCertificate": ca_pem, "verificationCertificate": ver_pem,
+                         "registrationConfig": cfg}),
+        "ca-register-sni-only": ("POST", "/cacertificate?setAsActive=false",
+                                 {"caCertificate": ca_pem, "certificateMode": "SNI_ONLY"}),
+        "ca-update": ("PUT", f"/cacertificate/{ca_id}?newStatus=INACTIVE"
+                             "&newAutoRegistrationStatus=DISABLE",
+                      {"registrationConfig": cfg, "removeAutoRegistration": False}),
+        "ca-describe": ("GET", f"/cacertificate/{ca_id}", None),
+        "ca-list": ("GET", "/cacertificates?pageSize=1&isAscendingOrder=true&templateName=t",
+                    None),
+        "ca-delete": ("DELETE", f"/cacertificate/{ca_id}", None),
+        "cert-register": ("POST", "/certificate/register?setAsActive=true",
+                          {"certificatePem": dev_pem + ca_pem, "caCertificatePem": ca_pem,
+                           "status": "ACTIVE"}),
+        "cert-register-no-ca": ("POST", "/certificate/register-no-ca",
+                                {"certificatePem": dev_pem, "status": "INACTIVE"}),
+        "certs-by-ca": ("GET", f"/certificates-by-ca/{ca_id}?pageSize=2", None),
+        "registration-code-delete": ("DELETE", "/registrationcode", None),
+    }
+    for name, (method, path, body) in reqs.items():
+        write(t, name, http_request(method, path, body))
+
+
 def main():
+    if sys.argv[1:] == ["http-ca"]:  # only these seeds, leaving the others as they are
+        http_ca()
+        return
     x509 = make_x509()
     fleet_json(x509)
     fleet_cbor(x509)
@@ -463,6 +522,7 @@ def main():
     policies()
     csrs(x509)
     http(x509)
+    http_ca()
     for d in sorted(CORPUS.iterdir()):
         print(f"{d.name}: {len(list(d.iterdir()))} files")
 
