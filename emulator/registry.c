@@ -30,6 +30,7 @@ struct authz_key {
     char *key;
     uint64_t version; /* of the last change concerning it */
     bool pending;     /* marked by the transaction being built */
+    struct authz_key *next_pending; /* the keys marked by that transaction */
     UT_hash_handle hh;
 };
 
@@ -38,6 +39,7 @@ struct authz_versions {
     _Atomic uint64_t everyone; /* version of the last change concerning all */
     pthread_mutex_t lock;      /* keys; taken inside the registry lock, never around it */
     struct authz_key *keys;
+    struct authz_key *pending_keys; /* settled at the end of the transaction: not every key */
     /* marks of the transaction being built, under the registry lock */
     bool pending, pending_everyone, pending_lost;
 };
@@ -48,6 +50,7 @@ struct registry {
     int depth;                      /* transaction levels open, on the thread holding the lock */
     sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() when the outer level opened */
     _Atomic uint64_t version;       /* read without the lock: it is on the CONNECT hot path */
+    _Atomic uint64_t cert_version;  /* registry_cert_version() */
     /* registry events: the hook, the enabled types (bit per enum registry_event_type, read
      * without the lock), and the changes of the open transaction with, per level, how many
      * there were when it opened (a rolled-back savepoint drops its own) */
@@ -616,9 +619,11 @@ static void authz_touch(struct registry *reg, const char *key)
             k = NULL;
         }
     }
-    if (k != NULL)
+    if (k != NULL && !k->pending) {
         k->pending = true;
-    else
+        k->next_pending = a->pending_keys;
+        a->pending_keys = k;
+    } else if (k == NULL)
         a->pending_lost = true;
     pthread_mutex_unlock(&a->lock);
 }
@@ -630,14 +635,13 @@ static void authz_settle(struct registry *reg, bool committed)
     if (!a->pending)
         return;
     uint64_t v = atomic_load(&a->version) + 1;
-    struct authz_key *k, *tmp;
     pthread_mutex_lock(&a->lock);
-    HASH_ITER(hh, a->keys, k, tmp)
-    {
-        if (k->pending && committed)
+    for (struct authz_key *k = a->pending_keys; k != NULL; k = k->next_pending) {
+        if (committed)
             k->version = v;
         k->pending = false;
     }
+    a->pending_keys = NULL;
     pthread_mutex_unlock(&a->lock);
     if (committed) {
         if (a->pending_everyone || a->pending_lost)
@@ -763,6 +767,11 @@ void registry_rollback(struct registry *reg)
 uint64_t registry_version(struct registry *reg)
 {
     return atomic_load(&reg->version);
+}
+
+uint64_t registry_cert_version(struct registry *reg)
+{
+    return atomic_load(&reg->cert_version);
 }
 
 /* ---- open and close --------------------------------------------------------------------- */
@@ -1087,6 +1096,8 @@ static enum iot_err set_status(struct registry *reg, const char *id, enum cert_s
                             ARGS(ARG_TEXT(id), ARG_TEXT(STATUS_NAMES[s]), ARG_NUM(now_or(0))), err);
     if (code == IOT_OK && sqlite3_changes(reg->db) == 0)
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
+    if (code == IOT_OK)
+        atomic_fetch_add(&reg->cert_version, 1);
     return code;
 }
 
@@ -1114,6 +1125,7 @@ static enum iot_err delete_cert(struct registry *reg, const char *id, struct iot
     };
     enum iot_err code = require_cert(reg, id, err);
     authz_touch(reg, id); /* its policy attachments and thing principals go */
+    atomic_fetch_add(&reg->cert_version, 1);
     for (size_t i = 0; code == IOT_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
         code = run(reg, sql[i], ARGS(ARG_TEXT(id)), err);
     return code;
@@ -3052,6 +3064,7 @@ bool registry_event_enabled(struct registry *reg, const char *type)
 static enum iot_err wipe(struct registry *reg, struct iot_error *err)
 {
     cJSON *tables = NULL, *t;
+    atomic_fetch_add(&reg->cert_version, 1);
     enum iot_err code = exec(reg, "PRAGMA defer_foreign_keys = ON", err);
     if (code == IOT_OK)
         code = select_strings(reg,

@@ -44,6 +44,11 @@ void registry_close(struct registry *reg);
 
 /* A counter bumped by every committed change, for caches (policy decisions, auth). */
 uint64_t registry_version(struct registry *reg);
+/* A counter bumped whenever a certificate's status may have changed or a certificate may have
+ * gone (set status, delete, token expiry, reset), so that the broker re-checks its connected
+ * certificates only then, not after every provisioning. It may move for a change that is then
+ * rolled back; readers holding the lock see the committed state. */
+uint64_t registry_cert_version(struct registry *reg);
 
 /* What a connection's authorization depends on (broker-and-policy.md §2.6): the default version
  * of a policy, policy attachments, things (type, attributes), thing principals, group membership

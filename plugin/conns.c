@@ -27,8 +27,21 @@ static void conn_free(struct plugin *p, struct conn *c)
     if (cur == c)
         HASH_DELETE(hh_id, p->current, c);
     authz_clear(c);
+    while (c->replies) {
+        struct pending_reply *next = c->replies->next;
+        replies_free_one(p, c->replies);
+        c->replies = next;
+    }
     free(c->client_id);
     free(c);
+}
+
+void replies_free_one(struct plugin *p, struct pending_reply *r)
+{
+    free(r->topic);
+    free(r->payload);
+    free(r);
+    p->n_replies--;
 }
 
 struct conn *conns_connect(struct plugin *p, const struct mosquitto *client, const char *cert_id)
@@ -122,7 +135,7 @@ void conns_check_certificates(struct plugin *p)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     long long now_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    uint64_t v = registry_version(p->reg);
+    uint64_t v = registry_cert_version(p->reg);
     if (v == p->swept_version || now_ms - p->swept_at_ms < SWEEP_INTERVAL_MS)
         return;
     p->swept_version = v;

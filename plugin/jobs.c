@@ -121,7 +121,7 @@ static void deliver(struct plugin *p, struct job *j)
 {
     if (j->rc != IOT_OK || j->resp.payload == NULL)
         return;
-    const struct conn *c = conns_by_id(p, j->client_id);
+    struct conn *c = conns_by_id(p, j->client_id);
     if (c == NULL || c->generation != j->generation) {
         mosquitto_log_printf(MOSQ_LOG_INFO, "iotmock: %s answer dropped | client=%s | the "
                              "connection that asked is gone", j->request_topic, j->client_id);
@@ -133,16 +133,18 @@ static void deliver(struct plugin *p, struct job *j)
     struct pending_reply *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return;
-    r->client_id = j->client_id;
-    r->generation = j->generation;
     r->topic = strdup(j->resp.topic);
+    if (r->topic == NULL) {
+        free(r);
+        return;
+    }
     r->payload = j->resp.payload;
     r->payload_len = j->resp.payload_len;
     r->deadline = time(NULL) + REPLY_TTL_S;
-    j->client_id = NULL; /* now owned by the reply */
-    j->resp.payload = NULL;
-    r->next = p->replies;
-    p->replies = r;
+    j->resp.payload = NULL; /* now owned by the reply */
+    r->next = c->replies;
+    c->replies = r;
+    p->n_replies++;
     /* QoS 1: a subscriber at QoS 0 gets it at 0 (min of the two, §1.2); never retained. */
     mosquitto_broker_publish_copy(NULL, r->topic, (int)r->payload_len, r->payload, 1, false, NULL);
 }

@@ -10,12 +10,10 @@
 
 #include <string.h>
 
-static bool reply_expected(struct plugin *p, const struct conn *c,
-                           const struct mosquitto_evt_acl_check *ed)
+static bool reply_expected(const struct conn *c, const struct mosquitto_evt_acl_check *ed)
 {
-    for (const struct pending_reply *r = p->replies; r; r = r->next) {
-        if (r->payload_len == ed->payloadlen && r->generation == c->generation &&
-            strcmp(r->client_id, c->client_id) == 0 && strcmp(r->topic, ed->topic) == 0 &&
+    for (const struct pending_reply *r = c->replies; r; r = r->next) {
+        if (r->payload_len == ed->payloadlen && strcmp(r->topic, ed->topic) == 0 &&
             (r->payload_len == 0 || memcmp(r->payload, ed->payload, r->payload_len) == 0))
             return true;
     }
@@ -34,7 +32,7 @@ static int check_read(struct plugin *p, struct conn *c, const struct mosquitto_e
         enum fleet_topic_kind kind = fleet_topic_parse(ed->topic, &t);
         if (kind == FLEET_TOPIC_REQUEST)
             return MOSQ_ERR_ACL_DENIED;
-        if (kind != FLEET_TOPIC_NONE && !reply_expected(p, c, ed))
+        if (kind != FLEET_TOPIC_NONE && !reply_expected(c, ed))
             return MOSQ_ERR_ACL_DENIED;
     }
     return authz_allowed(p, c, POLICY_ACTION_RECEIVE, ed->topic) ? MOSQ_ERR_SUCCESS

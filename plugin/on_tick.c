@@ -6,20 +6,25 @@
 
 #include <stdlib.h>
 
+/* Once a second at most: ticks come as often as answers do. */
 static void forget_stale_replies(struct plugin *p, time_t now)
 {
-    struct pending_reply **link = &p->replies;
-    while (*link) {
-        struct pending_reply *r = *link;
-        if (r->deadline > now) {
-            link = &r->next;
-            continue;
+    if (p->n_replies == 0 || now == p->replies_swept)
+        return;
+    p->replies_swept = now;
+    struct conn *c, *tmp;
+    HASH_ITER(hh, p->conns, c, tmp)
+    {
+        struct pending_reply **link = &c->replies;
+        while (*link) {
+            struct pending_reply *r = *link;
+            if (r->deadline > now) {
+                link = &r->next;
+                continue;
+            }
+            *link = r->next;
+            replies_free_one(p, r);
         }
-        *link = r->next;
-        free(r->client_id);
-        free(r->topic);
-        free(r->payload);
-        free(r);
     }
 }
 

@@ -180,14 +180,6 @@ static void destroy(struct plugin *p)
     workq_stop(p->workq, jobs_discard, p);
     keypool_free(p->keys);
     wake_free(p->wake);
-    while (p->replies) {
-        struct pending_reply *next = p->replies->next;
-        free(p->replies->client_id);
-        free(p->replies->topic);
-        free(p->replies->payload);
-        free(p->replies);
-        p->replies = next;
-    }
     reg_events_stop(p);
     broker_clear(p);
     conns_clear(p);

@@ -32,13 +32,13 @@
 #define PLUGIN_WORKERS 4
 #define REPLY_TTL_S 10 /* how long a queued answer may wait for its delivery check */
 
-/* An answer on its way to one client. Mosquitto routes it like any message (so only a matching
- * subscription receives it, at that subscription's QoS); the read check lets it through to
- * CLIENT_ID only (shared/spec/provisioning.md §1.2). */
+/* An answer on its way to one connection, listed on that connection (struct conn). Mosquitto
+ * routes it like any message (so only a matching subscription receives it, at that
+ * subscription's QoS); the read check lets it through to that connection only
+ * (shared/spec/provisioning.md §1.2), looking at the checked connection's list alone, so the cost
+ * does not grow with the answers pending for others. */
 struct pending_reply {
     struct pending_reply *next;
-    char *client_id;
-    uint64_t generation; /* of the connection that asked */
     char *topic;
     void *payload;
     size_t payload_len;
@@ -82,6 +82,8 @@ struct conn {
     const char *read_topic;
     const void *read_payload;
     size_t read_copies;
+    struct pending_reply *replies; /* answers published for this connection, not yet checked
+                                    * for delivery (at most REPLY_TTL_S) */
     UT_hash_handle hh;       /* p->conns, by client */
     UT_hash_handle hh_id;    /* p->current, by client id */
 };
@@ -162,7 +164,8 @@ struct plugin {
     struct http_server *http;
     struct fleet_config fleet;
     atomic_bool ready;
-    struct pending_reply *replies;
+    size_t n_replies;       /* pending replies of all connections */
+    time_t replies_swept;   /* the second of the last expiry sweep */
     struct conn *conns;   /* by client */
     struct conn *current; /* by client id: the latest accepted connection */
     uint64_t generations;
@@ -172,7 +175,7 @@ struct plugin {
     struct broker_log *log;
     time_t next_sweep;
     time_t next_keepalive_scan;
-    uint64_t swept_version; /* registry version of the last certificate-status sweep */
+    uint64_t swept_version; /* registry_cert_version() at the last certificate-status sweep */
     long long swept_at_ms;  /* CLOCK_MONOTONIC of that sweep */
     time_t next_expiry;
     bool expiry_running;
@@ -195,6 +198,8 @@ struct conn *conns_connect(struct plugin *p, const struct mosquitto *client, con
 struct conn *conns_accept(struct plugin *p, struct conn *c);
 struct conn *conns_find(struct plugin *p, const struct mosquitto *client);
 struct conn *conns_by_id(struct plugin *p, const char *client_id);
+/* Frees one pending reply already unlinked from its connection. */
+void replies_free_one(struct plugin *p, struct pending_reply *r);
 void conns_refuse(struct plugin *p, struct conn *c);
 void conns_end(struct plugin *p, struct conn *c, time_t now);
 void conns_sweep(struct plugin *p, time_t now);
