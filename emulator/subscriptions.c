@@ -11,6 +11,7 @@
 
 struct entry {
     char *filter;
+    int qos; /* as granted: what the subscriber asked for */
     UT_hash_handle hh;
 };
 
@@ -108,15 +109,19 @@ bool subscriptions_has(const struct subscriptions *s, const char *filter)
     return s != NULL && find(s, filter) != NULL;
 }
 
-enum iot_err subscriptions_add(struct subscriptions *s, const char *filter)
+enum iot_err subscriptions_add(struct subscriptions *s, const char *filter, int qos)
 {
-    if (find(s, filter) != NULL)
+    struct entry *e = find(s, filter);
+    if (e != NULL) {
+        e->qos = qos; /* subscribing again replaces the subscription */
         return IOT_OK;
-    struct entry *e = calloc(1, sizeof(*e));
+    }
+    e = calloc(1, sizeof(*e));
     if (e == NULL || (e->filter = strdup(filter)) == NULL) {
         free(e);
         return IOT_ERR_NOMEM;
     }
+    e->qos = qos;
     HASH_ADD_KEYPTR(hh, s->by_filter, e->filter, strlen(e->filter), e);
     if (ends_in_parent_hash(subscriptions_filter_part(filter)))
         s->parent_hashes++;
@@ -155,4 +160,19 @@ void subscriptions_count_matches(const struct subscriptions *s, const char *topi
             break;
         }
     }
+}
+
+size_t subscriptions_matching(const struct subscriptions *s, const char *topic, bool mqtt_rules,
+                              int *qos, size_t max)
+{
+    size_t n = 0;
+    for (const struct entry *e = s ? s->by_filter : NULL; e != NULL; e = e->hh.next) {
+        enum subscriptions_match m = subscriptions_match(e->filter, topic);
+        if (m == SUBSCRIPTIONS_MATCH || (m == SUBSCRIPTIONS_PARENT_ONLY && mqtt_rules)) {
+            if (n < max)
+                qos[n] = e->qos;
+            n++;
+        }
+    }
+    return n;
 }

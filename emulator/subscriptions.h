@@ -38,8 +38,9 @@ void subscriptions_clear(struct subscriptions *s);
 
 size_t subscriptions_count(const struct subscriptions *s);
 bool subscriptions_has(const struct subscriptions *s, const char *filter);
-/* Adds a copy of FILTER (exact string as subscribed) unless present. IOT_ERR_NOMEM. */
-enum iot_err subscriptions_add(struct subscriptions *s, const char *filter);
+/* Adds a copy of FILTER (exact string as subscribed) with its QoS; a filter already present only
+ * takes the new QoS. IOT_ERR_NOMEM. */
+enum iot_err subscriptions_add(struct subscriptions *s, const char *filter, int qos);
 /* Removes FILTER; false if the set did not hold it. */
 bool subscriptions_remove(struct subscriptions *s, const char *filter);
 
@@ -50,5 +51,12 @@ bool subscriptions_remove(struct subscriptions *s, const char *filter);
  * scanned. */
 void subscriptions_count_matches(const struct subscriptions *s, const char *topic, size_t *aws,
                                  size_t *mqtt);
+
+/* The filters of the set that match TOPIC by AWS's rules (by the specification's with
+ * MQTT_RULES): returns how many, and stores the QoS of the first MAX of them in QOS. This is how a
+ * message published to one client directly, outside the broker's subscription routing, is sent as
+ * the routing would have sent it: one copy per matching filter. */
+size_t subscriptions_matching(const struct subscriptions *s, const char *topic, bool mqtt_rules,
+                              int *qos, size_t max);
 
 #endif

@@ -155,7 +155,7 @@ int broker_check_subscribe(struct plugin *p, struct conn *c,
     return MOSQ_ERR_SUCCESS;
 }
 
-int broker_subscribed(struct plugin *p, struct conn *c, const char *filter)
+int broker_subscribed(struct plugin *p, struct conn *c, const char *filter, int qos)
 {
     struct subscriptions *subs = subs_of(p, c);
     size_t max = p->opt.aws.subscriptions_max;
@@ -165,10 +165,16 @@ int broker_subscribed(struct plugin *p, struct conn *c, const char *filter)
                        "topicfilter=%s | limit: %zu subscriptions per connection", filter, max);
         return MOSQ_ERR_ACL_DENIED; /* SUBACK 0x80 / 0x87: the connection stays */
     }
-    if (subs != NULL && subscriptions_add(subs, filter) != IOT_OK)
+    if (subs != NULL && subscriptions_add(subs, filter, qos) != IOT_OK)
         mosquitto_log_printf(MOSQ_LOG_WARNING, "iotmock: out of memory tracking %s", filter);
     batch_add(p, c, true, filter);
     return MOSQ_ERR_SUCCESS;
+}
+
+size_t broker_copies(struct plugin *p, const struct conn *c, const char *topic, int *qos,
+                     size_t max)
+{
+    return subscriptions_matching(subs_of(p, c), topic, !p->opt.aws.hash_parent, qos, max);
 }
 
 void broker_unsubscribed(struct plugin *p, struct conn *c, const char *filter)

@@ -27,21 +27,8 @@ static void conn_free(struct plugin *p, struct conn *c)
     if (cur == c)
         HASH_DELETE(hh_id, p->current, c);
     authz_clear(c);
-    while (c->replies) {
-        struct pending_reply *next = c->replies->next;
-        replies_free_one(p, c->replies);
-        c->replies = next;
-    }
     free(c->client_id);
     free(c);
-}
-
-void replies_free_one(struct plugin *p, struct pending_reply *r)
-{
-    free(r->topic);
-    free(r->payload);
-    free(r);
-    p->n_replies--;
 }
 
 struct conn *conns_connect(struct plugin *p, const struct mosquitto *client, const char *cert_id)

@@ -116,7 +116,15 @@ static void jitp_done(const struct job *j)
                              "stays PENDING_ACTIVATION)", j->cert_id, j->err.message);
 }
 
-/* Publishes an answer so that only its requester, if subscribed, receives it. */
+/* Subscriptions of one connection can overlap: copies of one answer beyond this are not sent. */
+#define ANSWER_COPIES_MAX 8
+
+/* An answer goes to its requester only (shared/spec/provisioning.md §1.2), straight into that
+ * connection's queue rather than through the subscription routing, which would ask every
+ * subscriber of the answer topic about it. So it is sent as the routing would have sent it: only
+ * if a subscription of the requester matches, one copy per matching filter, each at that
+ * filter's QoS capped at 1 (§1.2), never retained, and only if its policies allow iot:Receive
+ * (refused silently, broker-and-policy.md §3.4). */
 static void deliver(struct plugin *p, struct job *j)
 {
     if (j->rc != IOT_OK || j->resp.payload == NULL)
@@ -130,23 +138,19 @@ static void deliver(struct plugin *p, struct job *j)
     if (!j->resp.accepted)
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotmock: %s rejected | client=%s | cert=%s | %s",
                              j->request_topic, j->client_id, j->cert_id, j->resp.error.message);
-    struct pending_reply *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return;
-    r->topic = strdup(j->resp.topic);
-    if (r->topic == NULL) {
-        free(r);
+    int qos[ANSWER_COPIES_MAX];
+    size_t copies = broker_copies(p, c, j->resp.topic, qos, ANSWER_COPIES_MAX);
+    if (copies == 0) {
+        mosquitto_log_printf(MOSQ_LOG_INFO, "iotmock: answer not sent | client=%s | topic=%s | "
+                             "the client is not subscribed to it (AWS drops it too)",
+                             j->client_id, j->resp.topic);
         return;
     }
-    r->payload = j->resp.payload;
-    r->payload_len = j->resp.payload_len;
-    r->deadline = time(NULL) + REPLY_TTL_S;
-    j->resp.payload = NULL; /* now owned by the reply */
-    r->next = c->replies;
-    c->replies = r;
-    p->n_replies++;
-    /* QoS 1: a subscriber at QoS 0 gets it at 0 (min of the two, §1.2); never retained. */
-    mosquitto_broker_publish_copy(NULL, r->topic, (int)r->payload_len, r->payload, 1, false, NULL);
+    if (!authz_allowed(p, c, POLICY_ACTION_RECEIVE, j->resp.topic))
+        return;
+    for (size_t i = 0; i < copies && i < ANSWER_COPIES_MAX; i++)
+        mosquitto_broker_publish_copy(c->client_id, j->resp.topic, (int)j->resp.payload_len,
+                                      j->resp.payload, qos[i] > 1 ? 1 : qos[i], false, NULL);
 }
 
 void jobs_done(struct workq_job *base, void *arg)

@@ -8,33 +8,17 @@
  * counted and tracked. */
 #include "plugin.h"
 
-#include <string.h>
-
-static bool reply_expected(const struct conn *c, const struct mosquitto_evt_acl_check *ed)
-{
-    for (const struct pending_reply *r = c->replies; r; r = r->next) {
-        if (r->payload_len == ed->payloadlen && strcmp(r->topic, ed->topic) == 0 &&
-            (r->payload_len == 0 || memcmp(r->payload, ed->payload, r->payload_len) == 0))
-            return true;
-    }
-    return false;
-}
-
-/* Delivery: AWS's matching, fleet answers only to their requester; then iot:Receive, refused
- * silently (§3.4). */
+/* Delivery: AWS's matching; nothing routed on fleet provisioning's topics (requests are
+ * consumed, answers go to their requester directly, jobs.c); then iot:Receive, refused silently
+ * (§3.4). */
 static int check_read(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed)
 {
     int rc = broker_check_read(p, c, ed);
     if (rc != MOSQ_ERR_SUCCESS)
         return rc;
-    if (ed->topic[0] == '$') {
-        struct fleet_topic t;
-        enum fleet_topic_kind kind = fleet_topic_parse(ed->topic, &t);
-        if (kind == FLEET_TOPIC_REQUEST)
-            return MOSQ_ERR_ACL_DENIED;
-        if (kind != FLEET_TOPIC_NONE && !reply_expected(c, ed))
-            return MOSQ_ERR_ACL_DENIED;
-    }
+    struct fleet_topic t;
+    if (ed->topic[0] == '$' && fleet_topic_parse(ed->topic, &t) != FLEET_TOPIC_NONE)
+        return MOSQ_ERR_ACL_DENIED;
     return authz_allowed(p, c, POLICY_ACTION_RECEIVE, ed->topic) ? MOSQ_ERR_SUCCESS
                                                                   : MOSQ_ERR_ACL_DENIED;
 }
@@ -82,7 +66,7 @@ static int check_subscribe(struct plugin *p, struct conn *c,
         return rc;
     if (!authz_allowed(p, c, POLICY_ACTION_SUBSCRIBE, ed->topic))
         return denied(p, c);
-    return broker_subscribed(p, c, ed->topic);
+    return broker_subscribed(p, c, ed->topic, ed->qos);
 }
 
 int on_acl_check(int event, void *event_data, void *userdata)

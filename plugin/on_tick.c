@@ -6,28 +6,6 @@
 
 #include <stdlib.h>
 
-/* Once a second at most: ticks come as often as answers do. */
-static void forget_stale_replies(struct plugin *p, time_t now)
-{
-    if (p->n_replies == 0 || now == p->replies_swept)
-        return;
-    p->replies_swept = now;
-    struct conn *c, *tmp;
-    HASH_ITER(hh, p->conns, c, tmp)
-    {
-        struct pending_reply **link = &c->replies;
-        while (*link) {
-            struct pending_reply *r = *link;
-            if (r->deadline > now) {
-                link = &r->next;
-                continue;
-            }
-            *link = r->next;
-            replies_free_one(p, r);
-        }
-    }
-}
-
 int on_tick(int event, void *event_data, void *userdata)
 {
     struct plugin *p = userdata;
@@ -43,7 +21,6 @@ int on_tick(int event, void *event_data, void *userdata)
         conns_sweep(p, now);
         sessions_expire(p->sessions, now);
     }
-    forget_stale_replies(p, now);
     conns_check_certificates(p);
     if (now >= p->next_expiry && !p->expiry_running) {
         p->next_expiry = now + 1;

@@ -30,20 +30,6 @@
 
 #define IOTMOCK_EXPORT __attribute__((visibility("default")))
 #define PLUGIN_WORKERS 4
-#define REPLY_TTL_S 10 /* how long a queued answer may wait for its delivery check */
-
-/* An answer on its way to one connection, listed on that connection (struct conn). Mosquitto
- * routes it like any message (so only a matching subscription receives it, at that
- * subscription's QoS); the read check lets it through to that connection only
- * (shared/spec/provisioning.md §1.2), looking at the checked connection's list alone, so the cost
- * does not grow with the answers pending for others. */
-struct pending_reply {
-    struct pending_reply *next;
-    char *topic;
-    void *payload;
-    size_t payload_len;
-    time_t deadline;
-};
 
 /* What iotmock knows of one connection (conns.c), from its authentication until the tick after
  * it ended — longer for a persistent session, whose offline context Mosquitto still queues
@@ -82,8 +68,6 @@ struct conn {
     const char *read_topic;
     const void *read_payload;
     size_t read_copies;
-    struct pending_reply *replies; /* answers published for this connection, not yet checked
-                                    * for delivery (at most REPLY_TTL_S) */
     UT_hash_handle hh;       /* p->conns, by client */
     UT_hash_handle hh_id;    /* p->current, by client id */
 };
@@ -164,8 +148,6 @@ struct plugin {
     struct http_server *http;
     struct fleet_config fleet;
     atomic_bool ready;
-    size_t n_replies;       /* pending replies of all connections */
-    time_t replies_swept;   /* the second of the last expiry sweep */
     struct conn *conns;   /* by client */
     struct conn *current; /* by client id: the latest accepted connection */
     uint64_t generations;
@@ -198,8 +180,6 @@ struct conn *conns_connect(struct plugin *p, const struct mosquitto *client, con
 struct conn *conns_accept(struct plugin *p, struct conn *c);
 struct conn *conns_find(struct plugin *p, const struct mosquitto *client);
 struct conn *conns_by_id(struct plugin *p, const char *client_id);
-/* Frees one pending reply already unlinked from its connection. */
-void replies_free_one(struct plugin *p, struct pending_reply *r);
 void conns_refuse(struct plugin *p, struct conn *c);
 void conns_end(struct plugin *p, struct conn *c, time_t now);
 void conns_sweep(struct plugin *p, time_t now);
@@ -228,12 +208,16 @@ void jobs_discard(struct workq_job *job, void *arg);
  * on_acl_check (MOSQ_ERR_SUCCESS: go on with authorization); broker_accepted() sets up a newly
  * accepted connection; broker_event() closes the open SUBSCRIBE/UNSUBSCRIBE batch unless the
  * coming check continues it (NEXT NULL: any other event); broker_subscribed() counts and tracks
- * a filter the policies allowed, refusing it over the subscription quota; broker_tick()
+ * a filter the policies allowed (at QOS), refusing it over the subscription quota;
+ * broker_copies() tells how many copies of a message on TOPIC the routing would send C and at
+ * which QoS each (its matching subscriptions, up to MAX of them in QOS); broker_tick()
  * enforces the 3.1.1 keep-alive; broker_clear() frees what the batch holds. */
 int broker_check_write(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed);
 int broker_check_subscribe(struct plugin *p, struct conn *c,
                            const struct mosquitto_evt_acl_check *ed);
-int broker_subscribed(struct plugin *p, struct conn *c, const char *filter);
+int broker_subscribed(struct plugin *p, struct conn *c, const char *filter, int qos);
+size_t broker_copies(struct plugin *p, const struct conn *c, const char *topic, int *qos,
+                     size_t max);
 void broker_unsubscribed(struct plugin *p, struct conn *c, const char *filter);
 int broker_check_read(struct plugin *p, struct conn *c, const struct mosquitto_evt_acl_check *ed);
 void broker_accepted(struct plugin *p, struct conn *c, struct mosquitto *client);

@@ -182,3 +182,44 @@ def test_answer_is_not_delivered_to_a_later_connection_with_the_same_client_id(m
     assert [m.topic for m in new.messages()] == [new.marker_topic]
     which, body = provision_request(new, CREATE_KEYS, b"{}", settle=0.5)
     assert which == "accepted", body
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS.values()), ids=list(PROTOCOLS))
+@pytest.mark.parametrize("sub_qos", [0, 1])
+def test_answer_comes_at_the_qos_of_the_subscription(mqtt, protocol, sub_qos):
+    """The answer is published at QoS 1 and reaches the requester at the lower of that and its
+    subscription's QoS (shared/spec/provisioning.md §1.2), never retained."""
+    client = mqtt.claim(protocol=protocol)
+    client.subscribe(CREATE_KEYS + "/accepted", CREATE_KEYS + "/rejected", qos=sub_qos)
+    client.publish(CREATE_KEYS, b"{}", qos=1)
+    m = client.wait_message(CREATE_KEYS + "/accepted", 20)
+    assert m is not None, client.state()
+    assert (m.qos, m.retain) == (sub_qos, False)
+    assert len(m.json()["certificateId"]) == 64
+    # Subscribing again at the other QoS replaces the subscription: the next answer follows it.
+    client.subscribe(CREATE_KEYS + "/accepted", qos=1 - sub_qos)
+    client.publish(CREATE_KEYS, b"{}", qos=1)
+    deadline = time.monotonic() + 20
+    while len(client.messages(CREATE_KEYS + "/accepted")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    answers = client.messages(CREATE_KEYS + "/accepted")
+    assert [a.qos for a in answers] == [sub_qos, 1 - sub_qos], client.state()
+
+
+def test_overlapping_subscriptions_get_one_copy_each(mqtt):
+    """Like any message, an answer reaches each matching subscription of the requester once: an
+    exact filter and a `+` filter give two copies, identical."""
+    client = mqtt.claim(protocol=MQTTv5)
+    client.marker_topic = plain_topic("marker")
+    client.subscribe(client.marker_topic)
+    client.subscribe(CREATE_KEYS + "/accepted", "$aws/certificates/create/+/accepted")
+    client.publish(CREATE_KEYS, b"{}", qos=1)
+    first = client.wait_message(CREATE_KEYS + "/accepted", 20)
+    assert first is not None, client.state()
+    time.sleep(0.5)
+    sync_with_marker(client, client)
+    answers = client.messages(CREATE_KEYS + "/accepted")
+    assert len(answers) == 2, [m.topic for m in client.messages()]
+    assert answers[0].payload == answers[1].payload
+    assert [m.topic for m in client.messages()] == [CREATE_KEYS + "/accepted"] * 2 + \
+        [client.marker_topic]

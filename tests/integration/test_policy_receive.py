@@ -5,7 +5,7 @@ refusal is logged (no statement allowed it / the deciding Deny)."""
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, ClientPool, MQTTv5, ServerLog, allow,
+from iotmock_support import (PROTOCOLS, PUBACK_OK, ClientPool, MQTTv5, ServerLog, allow,
                              assert_policy_refusal, create_device, create_policy, deny, iot_arn,
                              policy_document, unique)
 
@@ -57,3 +57,29 @@ def test_subscribed_but_not_allowed_to_receive(server, clients, devices, protoco
                           policies=[sub_device.policy],
                           denied_by=(sub_device.policy, 3) if kind == "explicit" else None)
     log.assert_no_refusal(pub.client_id)
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS.values()), ids=list(PROTOCOLS))
+def test_fleet_answer_needs_receive_too(server, clients, tmp_path, protocol):
+    """A fleet provisioning answer is a delivery like any other: without iot:Receive on its topic
+    the requester does not get it (and stays connected), and the log says why."""
+    create = "$aws/certificates/create/json"
+    policy = create_policy(server, policy_document(
+        allow("iot:Connect", "client/*"), allow("iot:Publish", f"topic/{create}"),
+        allow("iot:Subscribe", f"topicfilter/{create}/*"),
+        allow("iot:Receive", f"topic/{create}/rejected")))
+    device = create_device(server, tmp_path, policy)
+    c = clients.connect(server, device, protocol=protocol, client_id=unique("fleetrcv"))
+    log = ServerLog(server)
+    assert c.subscribe_result(f"{create}/accepted", f"{create}/rejected") == [1, 1]
+    assert c.publish_result(create, b"{}") in PUBACK_OK
+    r = log.wait_refusal(c.client_id, "iot:Receive")
+    assert_policy_refusal(r, action="iot:Receive", client=c.client_id, cert=device.cert_id,
+                          resource=iot_arn(f"topic/{create}/accepted"), policies=[policy],
+                          denied_by=None)
+    # The rejected topic is allowed: a bad request's answer arrives, after nothing else.
+    assert c.publish_result(create, b"{not json") in PUBACK_OK
+    m = c.wait_message(f"{create}/rejected", 10)
+    assert m is not None and m.json()["statusCode"] == 400, c.state()
+    assert [x.topic for x in c.messages()] == [f"{create}/rejected"]
+    assert not c.closed and c.connected, c.state()

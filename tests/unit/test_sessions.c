@@ -49,7 +49,7 @@ static void test_persistent(void)
     struct session *s = sessions_connect(t, "p", true, now);
     char id[SESSIONS_ID_LEN + 1];
     memcpy(id, s->id, sizeof(id));
-    CHECK_INT(subscriptions_add(s->subs, "a/#"), IOT_OK);
+    CHECK_INT(subscriptions_add(s->subs, "a/#", 1), IOT_OK);
     sessions_disconnect(t, s, now);
     CHECK_INT(subscriptions_count(s->subs), 1); /* the session outlives the connection */
     s = sessions_connect(t, "p", true, now + 10);
@@ -61,7 +61,7 @@ static void test_persistent(void)
     s = sessions_connect(t, "p", false, now + 12);
     CHECK(strcmp(s->id, id) != 0);
     CHECK_INT(subscriptions_count(s->subs), 0);
-    CHECK_INT(subscriptions_add(s->subs, "b"), IOT_OK);
+    CHECK_INT(subscriptions_add(s->subs, "b", 1), IOT_OK);
     sessions_disconnect(t, s, now + 13);
     CHECK_INT(subscriptions_count(s->subs), 0); /* non-persistent: filters dropped */
     /* Persistent after a clean one: a new session too. */
@@ -75,7 +75,7 @@ static void test_takeover(void)
 {
     struct sessions *t = sessions_new(0);
     struct session *old = sessions_connect(t, "d", true, 10);
-    CHECK_INT(subscriptions_add(old->subs, "x"), IOT_OK);
+    CHECK_INT(subscriptions_add(old->subs, "x", 1), IOT_OK);
     char id[SESSIONS_ID_LEN + 1];
     memcpy(id, old->id, sizeof(id));
     /* The newcomer is accepted while the old connection is still up. */

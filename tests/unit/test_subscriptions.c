@@ -88,8 +88,8 @@ static void test_set(void)
     CHECK_INT(subscriptions_count(s), 0);
     CHECK(!subscriptions_remove(s, "a"));
     CHECK_STR(counts(s, "a"), "0/0");
-    CHECK_INT(subscriptions_add(s, "a/#"), IOT_OK);
-    CHECK_INT(subscriptions_add(s, "a/#"), IOT_OK); /* again: still one */
+    CHECK_INT(subscriptions_add(s, "a/#", 1), IOT_OK);
+    CHECK_INT(subscriptions_add(s, "a/#", 1), IOT_OK); /* again: still one */
     CHECK_INT(subscriptions_count(s), 1);
     CHECK(subscriptions_has(s, "a/#"));
     CHECK(!subscriptions_has(s, "a/+"));
@@ -98,9 +98,9 @@ static void test_set(void)
     CHECK_STR(counts(s, "a/b"), "1/1");
     CHECK_STR(counts(s, "zzz"), "0/0");
     /* An exact filter for the parent too: AWS one copy, MQTT two. */
-    CHECK_INT(subscriptions_add(s, "a"), IOT_OK);
+    CHECK_INT(subscriptions_add(s, "a", 1), IOT_OK);
     CHECK_STR(counts(s, "a"), "1/2");
-    CHECK_INT(subscriptions_add(s, "+"), IOT_OK);
+    CHECK_INT(subscriptions_add(s, "+", 1), IOT_OK);
     CHECK_STR(counts(s, "a"), "2/3");
     CHECK(subscriptions_remove(s, "+"));
     CHECK(subscriptions_remove(s, "a"));
@@ -109,17 +109,17 @@ static void test_set(void)
     CHECK(!subscriptions_remove(s, "a/#"));
     CHECK_INT(subscriptions_count(s), 0);
     /* Without a "/#" filter nothing is scanned: both counts stay 0. */
-    CHECK_INT(subscriptions_add(s, "a"), IOT_OK);
+    CHECK_INT(subscriptions_add(s, "a", 1), IOT_OK);
     CHECK_STR(counts(s, "a"), "0/0");
     CHECK(subscriptions_remove(s, "a"));
     /* Shared: the same rule through the filter part. */
-    CHECK_INT(subscriptions_add(s, "$share/g/b/#"), IOT_OK);
+    CHECK_INT(subscriptions_add(s, "$share/g/b/#", 1), IOT_OK);
     CHECK_STR(counts(s, "b"), "0/1");
     CHECK_STR(counts(s, "b/c"), "1/1");
     char name[32];
     for (int i = 0; i < 60; i++) {
         snprintf(name, sizeof(name), "t/%d", i);
-        CHECK_INT(subscriptions_add(s, name), IOT_OK);
+        CHECK_INT(subscriptions_add(s, name, 1), IOT_OK);
     }
     CHECK_INT(subscriptions_count(s), 61);
     subscriptions_clear(s);
@@ -131,10 +131,58 @@ static void test_set(void)
     CHECK_INT(subscriptions_count(NULL), 0);
 }
 
+/* The QoS of each filter matching TOPIC, as "n:q,q,...". */
+static const char *matching(const struct subscriptions *s, const char *topic, bool mqtt_rules)
+{
+    static char buf[64];
+    int qos[4];
+    size_t n = subscriptions_matching(s, topic, mqtt_rules, qos, 4);
+    int at = snprintf(buf, sizeof(buf), "%zu:", n);
+    int sum = 0;
+    for (size_t i = 0; i < n && i < 4; i++)
+        sum += qos[i]; /* the hash order is not the subscription order: a sum is stable */
+    snprintf(buf + at, sizeof(buf) - (size_t)at, "%d", sum);
+    return buf;
+}
+
+static void test_matching(void)
+{
+    struct subscriptions *s = subscriptions_new();
+    CHECK(s != NULL);
+    CHECK_STR(matching(s, "$aws/certificates/create/json/accepted", false), "0:0");
+    CHECK_INT(subscriptions_add(s, "$aws/certificates/create/json/accepted", 0), IOT_OK);
+    CHECK_STR(matching(s, "$aws/certificates/create/json/accepted", false), "1:0");
+    /* Subscribing again replaces the QoS. */
+    CHECK_INT(subscriptions_add(s, "$aws/certificates/create/json/accepted", 1), IOT_OK);
+    CHECK_STR(matching(s, "$aws/certificates/create/json/accepted", false), "1:1");
+    CHECK_STR(matching(s, "$aws/certificates/create/json/rejected", false), "0:0");
+    /* A second matching filter: a second copy. */
+    CHECK_INT(subscriptions_add(s, "$aws/certificates/create/json/+", 2), IOT_OK);
+    CHECK_STR(matching(s, "$aws/certificates/create/json/accepted", false), "2:3");
+    CHECK_STR(matching(s, "$aws/certificates/create/json/rejected", false), "1:2");
+    /* `#` does not match its parent on AWS; it does by the specification. */
+    CHECK_INT(subscriptions_add(s, "$aws/certificates/create/json/accepted/#", 1), IOT_OK);
+    CHECK_STR(matching(s, "$aws/certificates/create/json/accepted", false), "2:3");
+    CHECK_STR(matching(s, "$aws/certificates/create/json/accepted", true), "3:4");
+    /* A first-level wildcard never matches a `$` topic; a shared filter matches by its part. */
+    CHECK_INT(subscriptions_add(s, "#", 1), IOT_OK);
+    CHECK_STR(matching(s, "$aws/certificates/create/json/rejected", false), "1:2");
+    CHECK_INT(subscriptions_add(s, "$share/g/$aws/certificates/create/json/rejected", 0), IOT_OK);
+    CHECK_STR(matching(s, "$aws/certificates/create/json/rejected", false), "2:2");
+    /* More matches than room: the count is whole, only MAX QoS values are written. */
+    int one[1] = {-1};
+    CHECK_INT(subscriptions_matching(s, "$aws/certificates/create/json/rejected", false, one, 1),
+              2);
+    CHECK(one[0] == 0 || one[0] == 2);
+    CHECK_INT(subscriptions_matching(NULL, "a", false, one, 1), 0);
+    subscriptions_free(s);
+}
+
 int main(void)
 {
     test_match_table();
     test_filter_part_and_retained();
     test_set();
+    test_matching();
     return check_summary();
 }
