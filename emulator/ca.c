@@ -115,7 +115,44 @@ static int cert_set_serial(X509 *cert)
 
 /* A v3 certificate with a random serial, notBefore now, and the given key and names; the caller
  * sets notAfter, adds extensions and signs. */
-static X509 *cert_new(EVP_PKEY *pubkey, const X509_NAME *subject, const X509_NAME *issuer)
+/* Puts a copy of SPKI (algorithm, parameters, key bits) into CERT as it is. X509_set_pubkey()
+ * would encode the key and decode it back, which OpenSSL 3.0 does through a decoder chain it
+ * builds anew each time: about as costly as the signature itself. */
+static int cert_copy_spki(X509 *cert, const X509_PUBKEY *spki)
+{
+    ASN1_OBJECT *alg = NULL;
+    const unsigned char *bits = NULL;
+    int n_bits = 0;
+    X509_ALGOR *algor = NULL;
+    if (!X509_PUBKEY_get0_param(&alg, &bits, &n_bits, &algor, spki) || n_bits <= 0)
+        return 0;
+    const ASN1_OBJECT *alg_obj = NULL;
+    int ptype = V_ASN1_UNDEF;
+    const void *pval = NULL;
+    X509_ALGOR_get0(&alg_obj, &ptype, &pval, algor);
+    void *param = NULL; /* V_ASN1_UNDEF and V_ASN1_NULL carry no value */
+    if (ptype == V_ASN1_OBJECT)
+        param = OBJ_dup(pval);
+    else if (ptype != V_ASN1_UNDEF && ptype != V_ASN1_NULL)
+        param = ASN1_STRING_dup(pval);
+    ASN1_OBJECT *obj = OBJ_dup(alg_obj);
+    unsigned char *copy = OPENSSL_memdup(bits, (size_t)n_bits);
+    bool have_param = param != NULL || ptype == V_ASN1_UNDEF || ptype == V_ASN1_NULL;
+    if (obj != NULL && copy != NULL && have_param &&
+        X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), obj, ptype, param, copy, n_bits))
+        return 1;
+    ASN1_OBJECT_free(obj);
+    OPENSSL_free(copy);
+    if (ptype == V_ASN1_OBJECT)
+        ASN1_OBJECT_free(param);
+    else
+        ASN1_STRING_free(param);
+    return 0;
+}
+
+/* A certificate for PUBKEY, or for the key SPKI describes when PUBKEY is NULL. */
+static X509 *cert_new(EVP_PKEY *pubkey, const X509_PUBKEY *spki, const X509_NAME *subject,
+                      const X509_NAME *issuer)
 {
     X509 *cert = X509_new();
     if (cert == NULL)
@@ -123,7 +160,7 @@ static X509 *cert_new(EVP_PKEY *pubkey, const X509_NAME *subject, const X509_NAM
     if (!X509_set_version(cert, X509_VERSION_3) || !cert_set_serial(cert) ||
         X509_gmtime_adj(X509_getm_notBefore(cert), 0) == NULL ||
         !X509_set_subject_name(cert, subject) || !X509_set_issuer_name(cert, issuer) ||
-        !X509_set_pubkey(cert, pubkey)) {
+        !(pubkey ? X509_set_pubkey(cert, pubkey) : cert_copy_spki(cert, spki))) {
         X509_free(cert);
         return NULL;
     }
@@ -506,14 +543,14 @@ cleanup:
 
 /* ---- issuing ---- */
 
-enum iot_err ca_issue(const struct ca *ca, EVP_PKEY *pubkey, const X509_NAME *subject, X509 **out,
-                      struct iot_error *err)
+static enum iot_err issue(const struct ca *ca, EVP_PKEY *pubkey, const X509_PUBKEY *spki,
+                          const X509_NAME *subject, X509 **out, struct iot_error *err)
 {
     enum iot_err rc = IOT_ERR_INTERNAL;
     X509_NAME *default_subject = NULL;
     X509 *cert = NULL;
     *out = NULL;
-    if (pubkey == NULL)
+    if (pubkey == NULL && spki == NULL)
         return iot_error_set(err, IOT_ERR_INTERNAL, "no public key to certify");
     if (subject == NULL) {
         default_subject = name_single(NID_commonName, CA_DEFAULT_SUBJECT_CN);
@@ -523,7 +560,7 @@ enum iot_err ca_issue(const struct ca *ca, EVP_PKEY *pubkey, const X509_NAME *su
         }
         subject = default_subject;
     }
-    cert = cert_new(pubkey, subject, X509_get_subject_name(ca->cert));
+    cert = cert_new(pubkey, spki, subject, X509_get_subject_name(ca->cert));
     if (cert == NULL || !ASN1_TIME_set_string_X509(X509_getm_notAfter(cert), CA_DEVICE_NOT_AFTER) ||
         !cert_add_key_ids(cert, ca->key_id) ||
         !cert_add_conf_ext(cert, NID_basic_constraints, "critical,CA:FALSE") ||
@@ -542,6 +579,24 @@ cleanup:
     return rc;
 }
 
+enum iot_err ca_issue(const struct ca *ca, EVP_PKEY *pubkey, const X509_NAME *subject, X509 **out,
+                      struct iot_error *err)
+{
+    *out = NULL;
+    return pubkey != NULL ? issue(ca, pubkey, NULL, subject, out, err)
+                          : iot_error_set(err, IOT_ERR_INTERNAL, "no public key to certify");
+}
+
+enum iot_err ca_issue_csr(const struct ca *ca, X509_REQ *csr, X509 **out, struct iot_error *err)
+{
+    const X509_PUBKEY *spki = csr ? X509_REQ_get_X509_PUBKEY(csr) : NULL;
+    if (spki == NULL) {
+        *out = NULL;
+        return iot_error_set(err, IOT_ERR_INTERNAL, "no public key to certify");
+    }
+    return issue(ca, NULL, spki, X509_REQ_get_subject_name(csr), out, err);
+}
+
 enum iot_err ca_issue_server(const struct ca *ca, EVP_PKEY *key, const char *host, X509 **out,
                              struct iot_error *err)
 {
@@ -553,7 +608,7 @@ enum iot_err ca_issue_server(const struct ca *ca, EVP_PKEY *key, const char *hos
         return iot_error_set(err, IOT_ERR_INVALID_REQUEST,
                              "the server certificate needs a key and a host name");
     subject = name_single(NID_commonName, host);
-    cert = subject != NULL ? cert_new(key, subject, X509_get_subject_name(ca->cert)) : NULL;
+    cert = subject != NULL ? cert_new(key, NULL, subject, X509_get_subject_name(ca->cert)) : NULL;
     if (cert == NULL ||
         X509_time_adj_ex(X509_getm_notAfter(cert), CA_SERVER_DAYS, 0, NULL) == NULL ||
         !cert_add_key_ids(cert, ca->key_id) ||
@@ -662,7 +717,7 @@ static enum iot_err file_exists(const char *path, bool *exists, struct iot_error
 static X509 *root_build(EVP_PKEY *key)
 {
     X509_NAME *name = name_single(NID_organizationalUnitName, CA_ISSUER_OU);
-    X509 *cert = name != NULL ? cert_new(key, name, name) : NULL;
+    X509 *cert = name != NULL ? cert_new(key, NULL, name, name) : NULL;
     X509_NAME_free(name);
     if (cert == NULL || !ASN1_TIME_set_string_X509(X509_getm_notAfter(cert), CA_ROOT_NOT_AFTER) ||
         !cert_add_conf_ext(cert, NID_basic_constraints, "critical,CA:TRUE") ||

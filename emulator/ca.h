@@ -56,6 +56,11 @@ enum iot_err ca_csr_parse(const char *pem, size_t len, X509_REQ **out, struct io
 enum iot_err ca_issue(const struct ca *ca, EVP_PKEY *pubkey, const X509_NAME *subject, X509 **out,
                       struct iot_error *err);
 
+/* The same for a CSR already checked (ca_csr_parse()): its subject, and its public key exactly as
+ * the CSR encodes it, copied without decoding it; so X509_get0_pubkey() on *out gives NULL (the
+ * certificate once encoded and parsed again has it). */
+enum iot_err ca_issue_csr(const struct ca *ca, X509_REQ *csr, X509 **out, struct iot_error *err);
+
 /* Issues the TLS server certificate: CN=HOST, SANs DNS:HOST (when not an IP), DNS:localhost,
  * IP:127.0.0.1, IP:::1 (and IP:HOST when HOST is an address), EKU serverAuth, valid 10 years.
  * Caller frees *out with X509_free(). */

@@ -256,15 +256,16 @@ static enum iot_err store_issued(const struct fleet_config *cfg, const char *id,
     return IOT_OK;
 }
 
-/* Issues a certificate for KEY (subject from the CSR when given), stores it, and builds the
+/* Issues a certificate for KEY, or for the key and subject of CSR, stores it, and builds the
  * accepted body; PRIVATE_PEM is added when the service generated the key. */
-static enum iot_err issue(const struct fleet_config *cfg, EVP_PKEY *key, const X509_NAME *subject,
+static enum iot_err issue(const struct fleet_config *cfg, EVP_PKEY *key, X509_REQ *csr,
                           const char *private_pem, cJSON **out, struct iot_error *err)
 {
     X509 *cert = NULL;
     char *pem = NULL;
     char id[CA_ID_LEN + 1], token[128];
-    enum iot_err rc = ca_issue(cfg->ca, key, subject, &cert, err);
+    enum iot_err rc = csr ? ca_issue_csr(cfg->ca, csr, &cert, err)
+                          : ca_issue(cfg->ca, key, NULL, &cert, err);
     if (rc != IOT_OK)
         goto cleanup;
     if ((rc = ca_cert_id(cert, id)) != IOT_OK || (pem = ca_cert_to_pem(cert)) == NULL) {
@@ -329,8 +330,7 @@ static enum iot_err create_from_csr(const struct fleet_config *cfg, cJSON *body,
     enum iot_err rc = ca_csr_parse(csr->valuestring, len, &req, err);
     if (rc != IOT_OK)
         return rc;
-    EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
-    rc = issue(cfg, pub, X509_REQ_get_subject_name(req), NULL, out, err);
+    rc = issue(cfg, NULL, req, NULL, out, err);
     X509_REQ_free(req);
     return rc;
 }

@@ -4,9 +4,18 @@
  * keeps it until commit/rollback so that the calls its thread makes in between join the
  * transaction. Each write call runs inside a transaction level of its own (BEGIN IMMEDIATE at the
  * outermost level, a SAVEPOINT inside a caller's transaction), so a multi-statement call is atomic
- * and a failed call undoes exactly its own statements. */
+ * and a failed call undoes exactly its own statements.
+ *
+ * Durability by group commit: SQLite writes a commit into the write-ahead log without flushing it
+ * (synchronous=NORMAL), and the committing thread, once it has let go of the lock, waits until
+ * the log is flushed up to its commit. One thread flushes at a time, for every commit made before
+ * it started, while the others go on writing; so a write call still returns only once its change
+ * is on disk, but concurrent writers share flushes and nobody waits for the disk while holding the
+ * lock. */
 #include "registry.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 #include <uthash.h>
@@ -44,9 +54,36 @@ struct authz_versions {
     bool pending, pending_everyone, pending_lost;
 };
 
+/* The group commit (see the top of this file). Commits are numbered under the registry lock;
+ * "flushed" is the last one known to be on disk. */
+struct wal_sync {
+    bool on;              /* a file in WAL mode: commits are flushed here, not by SQLite */
+    char *path;           /* the write-ahead log */
+    int fd;               /* opened at the first flush; -1 before */
+    _Atomic uint64_t committed;
+    uint64_t flushed;     /* under lock */
+    bool flushing;        /* a thread is in fdatasync(), under lock */
+    pthread_mutex_t lock; /* never taken around the registry lock */
+    pthread_cond_t done;
+};
+
+/* A kept prepared statement (prepare()). */
+struct stmt_entry {
+    char *sql; /* the key of reg->stmts */
+    sqlite3_stmt *st; /* the key of reg->stmts_by_st */
+    bool busy; /* handed out, not yet released */
+    UT_hash_handle hh, hh_st;
+};
+
+#define STMT_CACHE_MAX 256 /* distinct SQL texts kept; the registry has fewer than half as many */
+
 struct registry {
     sqlite3 *db;
+    struct stmt_entry *stmts, *stmts_by_st;
     pthread_mutex_t lock;
+    int held;                       /* lock levels held by the thread holding it */
+    uint64_t unflushed;             /* the holder's last commit, to flush when it lets go */
+    struct wal_sync sync;
     int depth;                      /* transaction levels open, on the thread holding the lock */
     sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() when the outer level opened */
     _Atomic uint64_t version;       /* read without the lock: it is on the CONNECT hot path */
@@ -215,16 +252,76 @@ static int bind_args(sqlite3_stmt *st, const struct arg *args, int n)
 }
 
 /* *ST is NULL on failure; otherwise the caller finalizes it. */
+/* Prepared statements are kept, one per SQL text, and reused: compiling a statement cost as much
+ * as running it. A statement is handed out once at a time (a nested call with the same SQL gets
+ * one of its own, finalized on release) and reset on release, so that none keeps a read
+ * transaction open. Under the registry lock, like every use of the connection. */
+static sqlite3_stmt *cached(struct registry *reg, const char *sql)
+{
+    struct stmt_entry *e = NULL;
+    HASH_FIND_STR(reg->stmts, sql, e);
+    if (e != NULL && !e->busy) {
+        e->busy = true;
+        return e->st;
+    }
+    if (e != NULL || HASH_COUNT(reg->stmts) >= STMT_CACHE_MAX)
+        return NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(reg->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK ||
+        st == NULL || (e = calloc(1, sizeof(*e))) == NULL || (e->sql = strdup(sql)) == NULL) {
+        free(e);
+        sqlite3_finalize(st);
+        return NULL; /* prepared again below, where its error is reported */
+    }
+    e->st = st;
+    e->busy = true;
+    HASH_ADD_KEYPTR(hh, reg->stmts, e->sql, strlen(e->sql), e);
+    HASH_ADD(hh_st, reg->stmts_by_st, st, sizeof(e->st), e);
+    return st;
+}
+
+/* Gives back a statement from prepare(): a cached one is reset for its next use, another one is
+ * finalized. NULL is a no-op. */
+static void release(struct registry *reg, sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    struct stmt_entry *e = NULL;
+    HASH_FIND(hh_st, reg->stmts_by_st, &st, sizeof(st), e);
+    if (e == NULL) {
+        sqlite3_finalize(st);
+        return;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    e->busy = false;
+}
+
+static void drop_statements(struct registry *reg)
+{
+    struct stmt_entry *e, *tmp;
+    HASH_ITER(hh, reg->stmts, e, tmp)
+    {
+        HASH_DEL(reg->stmts, e);
+        HASH_DELETE(hh_st, reg->stmts_by_st, e);
+        sqlite3_finalize(e->st);
+        free(e->sql);
+        free(e);
+    }
+}
+
 static enum iot_err prepare(struct registry *reg, sqlite3_stmt **st, const char *sql,
                             const struct arg *args, int n, struct iot_error *err)
 {
-    int rc = sqlite3_prepare_v2(reg->db, sql, -1, st, NULL);
+    int rc = SQLITE_OK;
+    if ((*st = cached(reg, sql)) == NULL)
+        rc = sqlite3_prepare_v2(reg->db, sql, -1, st, NULL);
     if (rc == SQLITE_OK)
         rc = bind_args(*st, args, n);
     if (rc == SQLITE_OK)
         return IOT_OK;
     enum iot_err code = db_error(reg, rc, err);
-    sqlite3_finalize(*st);
+    release(reg, *st);
     *st = NULL;
     return code;
 }
@@ -240,7 +337,7 @@ static enum iot_err run(struct registry *reg, const char *sql, const struct arg 
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         code = db_error(reg, rc, err);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -263,7 +360,7 @@ static enum iot_err exists(struct registry *reg, const char *sql, const struct a
     enum iot_err code = prepare(reg, &st, sql, args, n, err);
     if (code == IOT_OK)
         code = first_row(reg, st, out, err);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -286,7 +383,7 @@ static enum iot_err select_strings(struct registry *reg, const char *sql, const 
     }
     if (code == IOT_OK && rc != SQLITE_DONE)
         code = db_error(reg, rc, err);
-    sqlite3_finalize(st);
+    release(reg, st);
     if (code != IOT_OK) {
         cJSON_Delete(list);
         list = NULL;
@@ -381,7 +478,7 @@ static void load_event_mask(struct registry *reg)
                 mask |= 1u << i;
         }
     }
-    sqlite3_finalize(st);
+    release(reg, st);
     if (rc == SQLITE_DONE)
         atomic_store(&reg->events_on, mask);
     reg->events_stale = false;
@@ -449,7 +546,7 @@ static cJSON *snapshot(struct registry *reg, const char *sql, const char *a, con
         const char *text = (const char *)sqlite3_column_text(st, 0);
         out = text ? cJSON_Parse(text) : NULL;
     }
-    sqlite3_finalize(st);
+    release(reg, st);
     return out;
 }
 
@@ -546,14 +643,66 @@ static void thing_noted(struct registry *reg, const char *name, cJSON *before, b
 
 /* ---- locking and transactions ----------------------------------------------------------- */
 
+/* The errno of this thread's failed flush (0: none); reported and cleared by durable(). */
+static _Thread_local int flush_errno;
+
+/* Waits until commit SEQ is on disk, flushing the log itself unless another thread is at it. */
+static void flush_through(struct wal_sync *ws, uint64_t seq)
+{
+    pthread_mutex_lock(&ws->lock);
+    while (ws->flushed < seq) {
+        if (ws->flushing) {
+            pthread_cond_wait(&ws->done, &ws->lock);
+            continue;
+        }
+        ws->flushing = true;
+        uint64_t upto = atomic_load(&ws->committed); /* every commit whose write has returned */
+        if (ws->fd < 0)
+            ws->fd = open(ws->path, O_RDWR | O_CLOEXEC);
+        int fd = ws->fd;
+        pthread_mutex_unlock(&ws->lock);
+        bool synced = fd >= 0 && fdatasync(fd) == 0;
+        if (!synced)
+            flush_errno = errno ? errno : EIO;
+        pthread_mutex_lock(&ws->lock);
+        ws->flushing = false;
+        if (synced && upto > ws->flushed)
+            ws->flushed = upto;
+        pthread_cond_broadcast(&ws->done);
+        if (!synced)
+            break;
+    }
+    pthread_mutex_unlock(&ws->lock);
+}
+
 static void lock(struct registry *reg)
 {
     pthread_mutex_lock(&reg->lock);
+    reg->held++;
 }
 
+/* The last level let go of: the thread's commit, if any, is flushed outside the lock. */
 static void unlock(struct registry *reg)
 {
+    uint64_t seq = 0;
+    if (--reg->held == 0) {
+        seq = reg->unflushed;
+        reg->unflushed = 0;
+    }
     pthread_mutex_unlock(&reg->lock);
+    if (seq != 0)
+        flush_through(&reg->sync, seq);
+}
+
+/* After the lock is let go: whether this thread's last commit reached the disk. */
+static enum iot_err durable(struct iot_error *err)
+{
+    int e = flush_errno;
+    if (e == 0)
+        return IOT_OK;
+    flush_errno = 0;
+    return iot_error_set(err, IOT_ERR_IO, "registry: a committed change could not be written "
+                                          "to disk (%s)", strerror(e));
 }
 
 static enum iot_err exec(struct registry *reg, const char *sql, struct iot_error *err)
@@ -569,11 +718,11 @@ static enum iot_err txn_open(struct registry *reg, struct iot_error *err)
     lock(reg);
     enum iot_err code;
     if (reg->depth == 0)
-        code = exec(reg, "BEGIN IMMEDIATE", err);
+        code = run(reg, "BEGIN IMMEDIATE", NULL, 0, err);
     else if (sqlite3_get_autocommit(reg->db)) /* SQLite already rolled the caller's back */
         code = iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted by an earlier error");
     else
-        code = exec(reg, "SAVEPOINT level", err);
+        code = run(reg, "SAVEPOINT level", NULL, 0, err);
     if (code != IOT_OK) {
         unlock(reg);
         return code;
@@ -590,9 +739,9 @@ static enum iot_err close_savepoint(struct registry *reg, bool commit, struct io
 {
     if (sqlite3_get_autocommit(reg->db))
         return commit ? iot_error_set(err, IOT_ERR_IO, "registry: transaction aborted") : IOT_OK;
-    enum iot_err code = commit ? IOT_OK : exec(reg, "ROLLBACK TO level", err);
+    enum iot_err code = commit ? IOT_OK : run(reg, "ROLLBACK TO level", NULL, 0, err);
     if (code == IOT_OK)
-        code = exec(reg, "RELEASE level", err);
+        code = run(reg, "RELEASE level", NULL, 0, err);
     if (!commit && (size_t)reg->depth < sizeof(reg->marks) / sizeof(reg->marks[0]))
         drop_changes(reg, reg->marks[reg->depth]);
     return code;
@@ -712,9 +861,11 @@ static enum iot_err close_outer(struct registry *reg, bool commit, struct iot_er
     }
     enum iot_err code = IOT_OK;
     if (commit) {
-        code = exec(reg, "COMMIT", err);
+        code = run(reg, "COMMIT", NULL, 0, err);
         if (code == IOT_OK) {
             bool changed = sqlite3_total_changes64(reg->db) != reg->changes_at_begin;
+            if (changed && reg->sync.on)
+                reg->unflushed = atomic_fetch_add(&reg->sync.committed, 1) + 1;
             if (changed)
                 atomic_fetch_add(&reg->version, 1);
             authz_settle(reg, changed);
@@ -740,6 +891,8 @@ static enum iot_err txn_close(struct registry *reg, bool commit, struct iot_erro
 static enum iot_err txn_end(struct registry *reg, enum iot_err code, struct iot_error *err)
 {
     enum iot_err closed = txn_close(reg, code == IOT_OK, err);
+    if (closed == IOT_OK)
+        closed = durable(err); /* a flush happens only when the outermost level lets go */
     return code != IOT_OK ? code : closed;
 }
 
@@ -753,7 +906,7 @@ enum iot_err registry_commit(struct registry *reg)
     lock(reg);
     enum iot_err code = reg->depth > 0 ? txn_close(reg, true, NULL) : IOT_ERR_INTERNAL;
     unlock(reg);
-    return code;
+    return code == IOT_OK ? durable(NULL) : code;
 }
 
 void registry_rollback(struct registry *reg)
@@ -776,19 +929,36 @@ uint64_t registry_cert_version(struct registry *reg)
 
 /* ---- open and close --------------------------------------------------------------------- */
 
+/* PRAGMA journal_mode answers the mode now in force. */
+static int wal_mode_set(void *arg, int n, char **values, char **names)
+{
+    *(bool *)arg = n == 1 && values[0] != NULL && strcasecmp(values[0], "wal") == 0;
+    return 0;
+}
+
 static enum iot_err connect_db(struct registry *reg, const char *path, struct iot_error *err)
 {
     int rc = sqlite3_open_v2(path, &reg->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(reg->db, BUSY_TIMEOUT_MS);
-    /* WAL + FULL: a change is on disk when its commit returns, and readers never block the
-     * writer. The first statement also reads the header, so a foreign file fails here. */
-    const char *pragmas = strcmp(path, ":memory:") == 0
-                              ? "PRAGMA foreign_keys=ON;"
-                              : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                                "PRAGMA foreign_keys=ON;";
+    /* WAL, so that readers never block the writer, with commits flushed by the group commit; if
+     * the file system cannot do WAL, SQLite's own flush at each commit (FULL). The first
+     * statement also reads the header, so a foreign file fails here. */
+    bool memory = strcmp(path, ":memory:") == 0;
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(reg->db, pragmas, NULL, NULL, NULL);
+        rc = sqlite3_exec(reg->db, "PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
+    if (rc == SQLITE_OK && !memory)
+        rc = sqlite3_exec(reg->db, "PRAGMA journal_mode=WAL;", wal_mode_set, &reg->sync.on, NULL);
+    if (rc == SQLITE_OK && !memory)
+        rc = sqlite3_exec(reg->db,
+                          reg->sync.on ? "PRAGMA synchronous=NORMAL;" : "PRAGMA synchronous=FULL;",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK && reg->sync.on) {
+        size_t n = strlen(path) + sizeof("-wal");
+        if ((reg->sync.path = malloc(n)) == NULL)
+            return iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
+        snprintf(reg->sync.path, n, "%s-wal", path);
+    }
     if (rc == SQLITE_OK)
         return IOT_OK;
     const char *msg = reg->db ? sqlite3_errmsg(reg->db) : sqlite3_errstr(rc);
@@ -805,7 +975,7 @@ static enum iot_err read_int(struct registry *reg, const char *sql, long long *o
     if (code == IOT_OK)
         code = first_row(reg, st, &found, err);
     *out = found ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -896,6 +1066,14 @@ enum iot_err registry_open(const char *path, struct registry **out, struct iot_e
         free(reg);
         return iot_error_set(err, IOT_ERR_INTERNAL, "registry: cannot create its lock");
     }
+    reg->sync.fd = -1;
+    if (pthread_mutex_init(&reg->sync.lock, NULL) != 0 ||
+        pthread_cond_init(&reg->sync.done, NULL) != 0) {
+        pthread_mutex_destroy(&reg->authz.lock);
+        pthread_mutex_destroy(&reg->lock);
+        free(reg);
+        return iot_error_set(err, IOT_ERR_INTERNAL, "registry: cannot create its lock");
+    }
     /* Starting at 1 means a cache stamped 0 (never filled) never looks current. */
     atomic_init(&reg->version, 1);
     atomic_init(&reg->authz.version, 1);
@@ -919,8 +1097,14 @@ void registry_close(struct registry *reg)
         sqlite3_exec(reg->db, "ROLLBACK", NULL, NULL, NULL);
     drop_changes(reg, 0);
     free(reg->changes);
+    drop_statements(reg);
     sqlite3_close(reg->db);
     authz_free(&reg->authz);
+    if (reg->sync.fd >= 0)
+        close(reg->sync.fd);
+    free(reg->sync.path);
+    pthread_cond_destroy(&reg->sync.done);
+    pthread_mutex_destroy(&reg->sync.lock);
     pthread_mutex_destroy(&reg->lock);
     free(reg);
 }
@@ -1042,7 +1226,7 @@ static enum iot_err get_cert(struct registry *reg, const char *id, struct regist
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Certificate %s not found", id);
     if (code == IOT_OK)
         code = read_cert(st, out, err);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -1070,7 +1254,7 @@ static enum iot_err get_status(struct registry *reg, const char *id, enum cert_s
         code = first_row(reg, st, &found, NULL);
     if (code == IOT_OK)
         code = found ? column_status(st, 0, out, NULL) : IOT_ERR_NOT_FOUND;
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -1209,7 +1393,7 @@ static enum iot_err get_thing(struct registry *reg, const char *name, struct reg
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Thing %s not found", name);
     if (code == IOT_OK)
         code = read_thing(st, out, err);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -1543,7 +1727,7 @@ static enum iot_err get_policy(struct registry *reg, const char *name, char **do
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Policy %s not found", name);
     if (code == IOT_OK && !dup_column(st, 0, document))
         code = iot_error_set(err, IOT_ERR_NOMEM, "registry: out of memory");
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -1722,7 +1906,7 @@ static enum iot_err get_template(struct registry *reg, const char *name,
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
     if (code == IOT_OK)
         code = read_template(st, out, err);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -1836,7 +2020,7 @@ static enum iot_err find_token(struct registry *reg, const char *token_hash, cha
         copy_id(st, 0, cert_id);
     if (code == IOT_OK && expires_at != NULL)
         *expires_at = sqlite3_column_int64(st, 1);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -1982,7 +2166,7 @@ static enum iot_err select_objects(struct registry *reg, const char *sql, const 
     }
     if (code == IOT_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
         code = db_error(reg, rc, err);
-    sqlite3_finalize(st);
+    release(reg, st);
     free(last);
     if (code != IOT_OK) {
         cJSON_Delete(*out);
@@ -2203,7 +2387,7 @@ static enum iot_err get_cert_meta(struct registry *reg, const char *id,
         snprintf(out->claim_template, sizeof(out->claim_template), "%s", tpl ? tpl : "");
         out->claim_expires = sqlite3_column_int64(st, 2);
     }
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -2325,7 +2509,7 @@ static enum iot_err get_type(struct registry *reg, const char *name,
         out->searchable = searchable ? cJSON_Parse(searchable) : NULL;
     }
     free(searchable);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -2481,7 +2665,7 @@ static enum iot_err get_group(struct registry *reg, const char *name,
         out->attributes = attributes ? cJSON_Parse(attributes) : NULL;
     }
     free(attributes);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -2590,7 +2774,7 @@ static enum iot_err get_policy_info(struct registry *reg, const char *name,
         out->created = sqlite3_column_int64(st, 3);
         out->modified = sqlite3_column_int64(st, 4);
     }
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -2652,7 +2836,7 @@ static enum iot_err get_version_row(struct registry *reg, const char *sql, const
         out->created = sqlite3_column_int64(st, 1);
         out->is_default = sqlite3_column_int(st, 2) != 0;
     }
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -2737,7 +2921,7 @@ static enum iot_err next_version(struct registry *reg, const struct versioned *v
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "%s %s not found", vd->noun, name);
     if (code == IOT_OK)
         *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    release(reg, st);
     return code;
 }
 
@@ -2882,7 +3066,7 @@ enum iot_err registry_template_default_version(struct registry *reg, const char 
         code = iot_error_set(err, IOT_ERR_NOT_FOUND, "Template %s not found", name);
     if (code == IOT_OK)
         *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    release(reg, st);
     unlock(reg);
     return code;
 }

@@ -607,8 +607,7 @@ static bool from_csr(struct http_request *req, struct http_reply *rep, struct re
     }
     if (ca_csr_parse(pem, strlen(pem), &csr, &err) != IOT_OK)
         registration_failed(rep, "CertificateSigningRequest: ", err.message);
-    else if (ca_issue(req->srv->cfg.ca, X509_REQ_get0_pubkey(csr), X509_REQ_get_subject_name(csr),
-                      &cert, &err) != IOT_OK)
+    else if (ca_issue_csr(req->srv->cfg.ca, csr, &cert, &err) != IOT_OK)
         reply_iot_error(rep, &err);
     else if (ca_cert_id(cert, c->cert_id) != IOT_OK || (c->cert_pem = ca_cert_to_pem(cert)) == NULL)
         reply_error(rep, 500, "InternalFailureException", "Could not encode the certificate");

@@ -685,29 +685,68 @@ static void test_issue_default_subject(const struct ca *ca)
     X509_free(cert);
 }
 
+/* The DER of CERT's SubjectPublicKeyInfo equals that of REQ. */
+static bool same_spki(X509 *cert, X509_REQ *req)
+{
+    unsigned char *a = NULL, *b = NULL;
+    int na = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &a);
+    int nb = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &b);
+    bool same = na > 0 && na == nb && memcmp(a, b, (size_t)na) == 0;
+    OPENSSL_free(a);
+    OPENSSL_free(b);
+    return same;
+}
+
+/* CERT as a client gets it: encoded and parsed again. */
+static X509 *reparsed(X509 *cert)
+{
+    char *pem = ca_cert_to_pem(cert);
+    BIO *bio = pem ? BIO_new_mem_buf(pem, -1) : NULL;
+    X509 *out = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    free(pem);
+    return out;
+}
+
+/* Both ways to issue for a CSR: from its decoded key (ca_issue) and from its SubjectPublicKeyInfo
+ * as sent (ca_issue_csr), for an EC and an RSA key: same subject, same key, same profile. */
 static void test_issue_from_csr(const struct ca *ca)
 {
     struct iot_error err = {0};
-    X509_REQ *req = NULL;
-    X509 *cert = NULL;
-    char line[256];
-
-    char *pem = csr_pem_for(ec256, CSR_SUBJECT);
-    CHECK_INT(ca_csr_parse(pem, strlen(pem), &req, &err), IOT_OK);
-    free(pem);
-    if (req == NULL)
-        return;
-    CHECK_INT(ca_issue(ca, X509_REQ_get0_pubkey(req), X509_REQ_get_subject_name(req), &cert, &err),
-              IOT_OK);
-    CHECK(cert != NULL);
-    if (cert != NULL) {
-        CHECK_STR(X509_NAME_oneline(X509_get_subject_name(cert), line, sizeof(line)), CSR_SUBJECT);
-        CHECK_INT(X509_NAME_cmp(X509_get_subject_name(cert), X509_REQ_get_subject_name(req)), 0);
-        check_device_cert(cert, ca_certificate(ca), ec256);
-        test_cert_id(cert);
+    EVP_PKEY *keys[] = {ec256, rsa2048};
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        for (int as_sent = 0; as_sent <= 1; as_sent++) {
+            X509_REQ *req = NULL;
+            X509 *cert = NULL;
+            char line[256];
+            char *pem = csr_pem_for(keys[k], CSR_SUBJECT);
+            CHECK_INT(ca_csr_parse(pem, strlen(pem), &req, &err), IOT_OK);
+            free(pem);
+            if (req == NULL)
+                return;
+            enum iot_err rc = as_sent ? ca_issue_csr(ca, req, &cert, &err)
+                                      : ca_issue(ca, X509_REQ_get0_pubkey(req),
+                                                 X509_REQ_get_subject_name(req), &cert, &err);
+            CHECK_INT(rc, IOT_OK);
+            X509 *got = cert ? reparsed(cert) : NULL;
+            CHECK(got != NULL);
+            if (got != NULL) {
+                CHECK_STR(X509_NAME_oneline(X509_get_subject_name(got), line, sizeof(line)),
+                          CSR_SUBJECT);
+                CHECK_INT(X509_NAME_cmp(X509_get_subject_name(got), X509_REQ_get_subject_name(req)),
+                          0);
+                CHECK(same_spki(got, req));
+                check_device_cert(got, ca_certificate(ca), keys[k]);
+                test_cert_id(cert);
+            }
+            X509_free(got);
+            X509_free(cert);
+            X509_REQ_free(req);
+        }
     }
-    X509_free(cert);
-    X509_REQ_free(req);
+    X509 *cert = NULL;
+    CHECK_INT(ca_issue_csr(ca, NULL, &cert, &err), IOT_ERR_INTERNAL);
+    CHECK(cert == NULL);
 }
 
 /* ca_issue() from several threads at once on one struct ca (the worker pool's use). */

@@ -1003,6 +1003,55 @@ static void test_file_registry(const char *dir)
     registry_close(reg);
 }
 
+/* Writers on a file share the log flushes (group commit): every write call returns IOT_OK, and
+ * every change is there after a reopen. */
+static void test_group_commit(const char *dir)
+{
+    struct registry *reg = NULL;
+    struct iot_error err = {0};
+    char path[512];
+    snprintf(path, sizeof(path), "%s/group.db", dir);
+    CHECK_INT(registry_open(path, &reg, &err), IOT_OK);
+    if (reg == NULL)
+        return;
+    atomic_int failures = 0;
+    atomic_bool done = false;
+    pthread_t writers[WRITERS];
+    struct load loads[WRITERS];
+    for (unsigned w = 0; w < WRITERS; w++) {
+        loads[w] = (struct load){.reg = reg, .writer = w, .failures = &failures, .done = &done};
+        CHECK_INT(pthread_create(&writers[w], NULL, write_certs, &loads[w]), 0);
+    }
+    for (unsigned w = 0; w < WRITERS; w++)
+        pthread_join(writers[w], NULL);
+    CHECK_INT(atomic_load(&failures), 0);
+    /* A transaction of the caller's: flushed at its commit. */
+    char id[65];
+    make_id(id, 99999);
+    CHECK_INT(registry_begin(reg), IOT_OK);
+    CHECK_INT(add_cert(reg, id, CERT_STATUS_ACTIVE), IOT_OK);
+    CHECK_INT(registry_commit(reg), IOT_OK);
+    registry_close(reg);
+
+    reg = NULL;
+    CHECK_INT(registry_open(path, &reg, &err), IOT_OK);
+    if (reg == NULL)
+        return;
+    int present = 0;
+    for (unsigned w = 0; w < WRITERS; w++) {
+        for (unsigned i = 0; i < CYCLES; i++) {
+            enum cert_status st;
+            make_id(id, w * 1000 + i);
+            present += registry_cert_status(reg, id, &st) == IOT_OK && st == CERT_STATUS_ACTIVE;
+        }
+    }
+    CHECK_INT(present, WRITERS * CYCLES);
+    enum cert_status st;
+    make_id(id, 99999);
+    CHECK_INT(registry_cert_status(reg, id, &st), IOT_OK);
+    registry_close(reg);
+}
+
 /* ---- control-plane additions --------------------------------------------------------------- */
 
 /* "a,b,c" from the KEY member of each object of a list call's result (numbers as integers), or
@@ -1603,6 +1652,7 @@ int main(void)
     test_isolation();
     test_concurrency();
     test_file_registry(dir);
+    test_group_commit(dir);
     test_cert_list_and_claims();
     test_thing_lists();
     test_thing_types();
