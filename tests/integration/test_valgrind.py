@@ -41,7 +41,7 @@ from test_load_faults import (FAULTS, Stats, half_provisioned, make_devices, pro
                               read_registry, release, run_device)
 
 VALGRIND = which_or_none("valgrind")
-pytestmark = pytest.mark.skipif(
+needs_valgrind = pytest.mark.skipif(
     VALGRIND is None, reason="valgrind is not installed (scripts/setup.sh test installs it)")
 
 VALGRIND_BIN = Path(os.environ.get("IOTMOCK_VALGRIND_BIN",
@@ -306,6 +306,7 @@ def storm(srv: MemcheckServer, tmp_path: Path) -> str:
             f"{slow[len(slow) // 2]:.1f} s, max {slow[-1]:.1f} s; storm {storm_s:.1f} s")
 
 
+@needs_valgrind
 def test_storm_under_memcheck(tmp_path_factory, tmp_path, monkeypatch):
     # Under memcheck one RSA key takes 10-30 s of CPU, and the broker's threads share one core.
     monkeypatch.setattr(test_load_faults, "ANSWER_TIMEOUT", 240.0)
