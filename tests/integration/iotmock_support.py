@@ -138,7 +138,15 @@ def test_claim_policy_document() -> dict:
 
 
 class Server:
-    """One `iotmock serve` process in its own state directory and process group."""
+    """One `iotmock serve` process in its own state directory and process group.
+
+    A subclass may run another build (BINARY), wait longer (HEALTH_TIMEOUT_S, STOP_TIMEOUT_S) or
+    add environment variables for the process (EXTRA_ENV), as test_valgrind.py does."""
+
+    binary: Path = IOTMOCK_BIN
+    health_timeout_s: float = HEALTH_TIMEOUT
+    stop_timeout_s: float = STOP_TIMEOUT
+    extra_env: dict = {}
 
     def __init__(self, workdir: Path, extra_args=(), name: str = "iotmock",
                  grant_test_policy: bool = True):
@@ -180,7 +188,7 @@ class Server:
 
     @property
     def argv(self):
-        return [str(IOTMOCK_BIN), "serve", "--state-dir", str(self.state_dir),
+        return [str(self.binary), "serve", "--state-dir", str(self.state_dir),
                 "--mqtt-port", str(self.mqtt_port), "--http-port", str(self.http_port),
                 "--host", "localhost", *self.extra_args]
 
@@ -196,13 +204,14 @@ class Server:
                 f"--- server stderr (tail) ---\n{self.stderr_text()}\n--- end ---")
 
     def start(self) -> "Server":
-        if not IOTMOCK_BIN.exists():
+        if not Path(self.binary).exists():
             raise ServerStartError(
-                f"iotmock binary not found at {IOTMOCK_BIN}; build it (cmake --build build) "
+                f"iotmock binary not found at {self.binary}; build it (cmake --build build) "
                 "or set IOTMOCK_BIN")
+        env = {**os.environ, **self.extra_env} if self.extra_env else None
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         start_new_session=True, cwd=str(self.workdir))
+                                         start_new_session=True, cwd=str(self.workdir), env=env)
         try:
             self._wait_ready()
             if self.grant_test_policy:
@@ -239,7 +248,7 @@ class Server:
             raise ServerStartError(f"AttachPolicy {name}: HTTP {status} {body}")
 
     def _wait_ready(self):
-        deadline = time.monotonic() + HEALTH_TIMEOUT
+        deadline = time.monotonic() + self.health_timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -256,7 +265,7 @@ class Server:
                 last = repr(e)
             time.sleep(0.1)
         else:
-            raise ServerStartError(f"health check not 200 within {HEALTH_TIMEOUT} s (last: {last})"
+            raise ServerStartError(f"health check not 200 within {self.health_timeout_s} s (last: {last})"
                                    f"\n{self.describe()}")
         # The contract says the broker is ready once health answers; allow the MQTT listener a
         # short grace in case health is served by a thread that starts first.
@@ -301,9 +310,9 @@ class Server:
         else:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
+                self.proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                problems.append(f"server did not exit within {STOP_TIMEOUT} s of SIGTERM")
+                problems.append(f"server did not exit within {self.stop_timeout_s} s of SIGTERM")
                 self._kill_group()
         self.exit_code = self.proc.returncode
         if not problems and self.exit_code not in ACCEPTED_EXIT_CODES:
