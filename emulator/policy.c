@@ -514,6 +514,18 @@ const char *policy_name(const struct policy *p)
     return p ? p->name : NULL;
 }
 
+bool policy_varies_with_time(const struct policy *p)
+{
+    for (size_t i = 0; p != NULL && i < p->n_stmts; i++) {
+        for (size_t v = 0; v < p->stmts[i].n_vars; v++) {
+            enum var_kind k = p->stmts[i].vars[v]->kind;
+            if (k == VAR_CURRENT_TIME || k == VAR_EPOCH_TIME)
+                return true;
+        }
+    }
+    return false;
+}
+
 size_t policy_statement_count(const struct policy *p)
 {
     return p ? p->n_stmts : 0;

@@ -102,6 +102,9 @@ void policy_free(struct policy *p);
 /* Borrowed; valid until policy_free(). */
 const char *policy_name(const struct policy *p);
 size_t policy_statement_count(const struct policy *p);
+/* Whether a decision of P can change with the time alone (a condition or variable on
+ * aws:CurrentTime or aws:EpochTime): such decisions cannot be remembered. */
+bool policy_varies_with_time(const struct policy *p);
 
 /* ---- the connection: values of policy variables and condition keys (§2.4, §2.5) ----------- */
 

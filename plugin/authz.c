@@ -5,7 +5,9 @@
  * (registry_authz_changed(): its certificate's attachments, its thing, a policy's default
  * version, groups), so a change applies at the client's next action while provisioning other
  * devices costs connected clients nothing. The cost of a check depends only on the policies
- * that apply to that client. */
+ * that apply to that client; and the last few actions allowed are remembered until the next
+ * reload, so a client publishing to the same topics pays for the evaluation once (refusals are
+ * always evaluated again: each is explained in the log). */
 #include "plugin.h"
 
 #include <stdlib.h>
@@ -13,8 +15,52 @@
 
 #include <cjson/cJSON.h>
 
+static void forget_allowed(struct conn *c)
+{
+    for (size_t i = 0; i < AUTHZ_ALLOWED_MAX; i++) {
+        free(c->allowed[i].name);
+        c->allowed[i] = (struct authz_allowed){0};
+    }
+    c->allowed_next = 0;
+}
+
+/* FNV-1a over the action and NAME; never 0, the mark of an empty slot. */
+static uint32_t allowed_hash(enum policy_action action, const char *name)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)action;
+    for (const unsigned char *s = (const unsigned char *)name; *s; s++)
+        h = (h ^ *s) * 16777619u;
+    return h ? h : 1;
+}
+
+static bool was_allowed(const struct conn *c, enum policy_action action, const char *name,
+                        uint32_t hash)
+{
+    for (size_t i = 0; i < AUTHZ_ALLOWED_MAX; i++) {
+        const struct authz_allowed *a = &c->allowed[i];
+        if (a->hash == hash && a->action == action && strcmp(a->name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void remember_allowed(struct conn *c, enum policy_action action, const char *name,
+                             uint32_t hash)
+{
+    if (c->allowed_off)
+        return;
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return;
+    struct authz_allowed *a = &c->allowed[c->allowed_next];
+    c->allowed_next = (c->allowed_next + 1) % AUTHZ_ALLOWED_MAX;
+    free(a->name);
+    *a = (struct authz_allowed){.hash = hash, .action = action, .name = copy};
+}
+
 static void free_policies(struct conn *c)
 {
+    forget_allowed(c);
     for (size_t i = 0; i < c->n_policies; i++)
         policy_cache_release(c->cache, c->policies[i]);
     free(c->policies);
@@ -190,6 +236,9 @@ static void refresh(struct plugin *p, struct conn *c)
     free_thing(c);
     load_thing(p, c);
     load_policies(p, c);
+    c->allowed_off = false;
+    for (size_t i = 0; i < c->n_policies; i++)
+        c->allowed_off |= policy_varies_with_time(c->policies[i]);
     c->loaded_version = v;
     if (reload) { /* rare: only a change that may concern this client */
         struct policy_cache_stats s;
@@ -244,6 +293,10 @@ bool authz_allowed(struct plugin *p, struct conn *c, enum policy_action action, 
     char arn[POLICY_ARN_MAX];
     struct policy_decision d;
     const char *why = NULL;
+    refresh(p, c); /* first: a reload forgets what was allowed */
+    uint32_t hash = allowed_hash(action, name);
+    if (was_allowed(c, action, name, hash))
+        return true;
     if (action != POLICY_ACTION_CONNECT &&
         policy_reserved_check(action, name, &why) == POLICY_RESERVED_DENIED) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
@@ -253,14 +306,15 @@ bool authz_allowed(struct plugin *p, struct conn *c, enum policy_action action, 
                              why ? why : "not allowed on AWS IoT");
         return false;
     }
-    refresh(p, c);
     size_t len = policy_arn_for(arn, sizeof(arn), &c->ctx, action, name, strlen(name));
     if (len == 0 || len >= sizeof(arn))
         return false;
     if (policy_evaluate(c->policies, c->n_policies, &c->ctx, action, arn, len, &d) != IOT_OK)
         return false;
-    if (d.effect == POLICY_ALLOW)
+    if (d.effect == POLICY_ALLOW) {
+        remember_allowed(c, action, name, hash);
         return true;
+    }
     /* Every refusal explained on one line: what AWS never says. */
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotmock: %s refused | client=%s | cert=%s | %s",
                          policy_action_name(action), c->client_id, c->cert_id, d.explanation);

@@ -30,6 +30,7 @@
 
 #define IOTMOCK_EXPORT __attribute__((visibility("default")))
 #define PLUGIN_WORKERS 4
+#define AUTHZ_ALLOWED_MAX 8 /* allowed (action, topic) pairs remembered per connection */
 
 /* What iotmock knows of one connection (conns.c), from its authentication until the tick after
  * it ended — longer for a persistent session, whose offline context Mosquitto still queues
@@ -50,6 +51,14 @@ struct conn {
     char *thing_type;
     char *source_ip;
     uint64_t loaded_version; /* registry_authz_version() the policies were loaded at; 0 = never */
+    /* the last actions allowed (authz.c): a client publishes to and receives from few topics */
+    struct authz_allowed {
+        uint32_t hash; /* 0: empty */
+        enum policy_action action;
+        char *name;
+    } allowed[AUTHZ_ALLOWED_MAX];
+    unsigned allowed_next;   /* the slot to fill next */
+    bool allowed_off;        /* a policy depends on the time: nothing remembered */
     /* broker behaviour (broker.c) and lifecycle events (lifecycle.c) */
     bool accepted;           /* BASIC_AUTH let it in */
     bool ended;              /* MOSQ_EVT_DISCONNECT seen: kept for the Will's check */

@@ -9,6 +9,7 @@ count of compiled documents grows by one per policy document first used, not per
 
 import json
 import re
+import time
 
 import pytest
 
@@ -148,3 +149,39 @@ def test_documents_are_compiled_when_stored(server, setup):
                {"policyDocument": json.dumps(cache_policy(unique("v3")))})
     assert compiled_after_reload(extra, attach=False) == after_version, \
         "a non-default version was compiled into the cache"
+
+
+def test_an_allowed_topic_is_checked_again_after_a_change(server, setup):
+    """A client's last allowed actions are remembered, and forgotten with any change that
+    concerns it: the same topic, allowed a moment ago, is refused once the new default policy
+    version no longer allows it."""
+    prefix, policy, device, thing, a, b = setup
+    topic = f"{prefix}/same/{unique('t')}"
+    for _ in range(3):
+        assert a.publish_result(topic) in PUBACK_OK
+    create_policy_version(server, policy, policy_document(
+        allow("iot:Connect", "client/*"), allow("iot:Publish", f"topic/{prefix}/other/*")))
+    assert a.publish_result(topic) == NOT_AUTHORIZED_V5
+    assert a.connected, a.state()
+
+
+def test_time_conditions_are_evaluated_at_every_action(server, clients, tmp_path):
+    """A decision that depends on aws:CurrentTime is never remembered: the same publish that was
+    allowed before the policy's deadline is refused after it."""
+    prefix = unique("clock")
+    deadline = time.time() + 3
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
+    policy = create_policy(server, policy_document(
+        allow("iot:Connect", "client/*"),
+        allow("iot:Publish", f"topic/{prefix}/*",
+              condition={"DateLessThan": {"aws:CurrentTime": stamp}})))
+    device = create_device(server, tmp_path, policy)
+    c = clients.connect(server, device, protocol=MQTTv5, client_id=unique("clock"))
+    topic = f"{prefix}/t"
+    for _ in range(3):
+        assert c.publish_result(topic) in PUBACK_OK
+    time.sleep(max(0.0, int(deadline) - time.time()) + 1.2)
+    log = ServerLog(server)
+    assert c.publish_result(topic) == NOT_AUTHORIZED_V5
+    assert c.connected, c.state()
+    log.wait_refusal(c.client_id, "iot:Publish")

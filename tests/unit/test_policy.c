@@ -1061,9 +1061,39 @@ static void test_glob_reference(void)
     CHECK_INT(mismatches, 0);
 }
 
+/* Whether DOC's decisions can change with the time alone (-1: it does not compile). */
+static int varies(const char *doc)
+{
+    struct policy *p = NULL;
+    if (policy_compile("t", doc, strlen(doc), &p, NULL) != IOT_OK)
+        return -1;
+    int v = policy_varies_with_time(p);
+    policy_free(p);
+    return v;
+}
+
+static void test_varies_with_time(void)
+{
+    CHECK_INT(varies("{\"Version\":\"2012-10-17\",\"Statement\":{\"Effect\":\"Allow\","
+                     "\"Action\":\"iot:Publish\",\"Resource\":\"arn:aws:iot:*:*:topic/"
+                     "${iot:ClientId}\"}}"),
+              0);
+    CHECK_INT(varies("{\"Version\":\"2012-10-17\",\"Statement\":{\"Effect\":\"Allow\","
+                     "\"Action\":\"iot:Publish\",\"Resource\":\"*\",\"Condition\":"
+                     "{\"DateLessThan\":{\"aws:CurrentTime\":\"2030-01-01T00:00:00Z\"}}}}"),
+              1);
+    CHECK_INT(varies("{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Deny\","
+                     "\"Action\":\"iot:Receive\",\"Resource\":\"*\"},{\"Effect\":"
+                     "\"Allow\",\"Action\":\"iot:*\",\"Resource\":\"*\",\"Condition\":"
+                     "{\"NumericGreaterThan\":{\"aws:EpochTime\":\"1\"}}}]}"),
+              1);
+    CHECK(!policy_varies_with_time(NULL));
+}
+
 int main(void)
 {
     test_vectors();
+    test_varies_with_time();
     test_compile_limits();
     test_arns();
     test_reserved();
