@@ -80,6 +80,9 @@ def test_fleet_answer_needs_receive_too(server, clients, tmp_path, protocol):
     # The rejected topic is allowed: a bad request's answer arrives, after nothing else.
     assert c.publish_result(create, b"{not json") in PUBACK_OK
     m = c.wait_message(f"{create}/rejected", 10)
-    assert m is not None and m.json()["statusCode"] == 400, c.state()
+    assert m is not None, c.state()
+    assert m.json() == {"statusCode": 400, "errorCode": "InvalidPayload",
+                        "errorMessage": "Request payload is not valid JSON"}
+    assert (m.qos, m.retain) == (1, False)
     assert [x.topic for x in c.messages()] == [f"{create}/rejected"]
     assert not c.closed and c.connected, c.state()
