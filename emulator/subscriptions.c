@@ -9,15 +9,10 @@
 
 #include "quota.h"
 
-struct entry {
+struct subscriptions_entry {
     char *filter;
     int qos; /* as granted: what the subscriber asked for */
     UT_hash_handle hh;
-};
-
-struct subscriptions {
-    struct entry *by_filter;
-    size_t parent_hashes; /* filters ending in "/#": the only ones AWS and MQTT disagree on */
 };
 
 const char *subscriptions_filter_part(const char *filter)
@@ -72,11 +67,16 @@ struct subscriptions *subscriptions_new(void)
     return calloc(1, sizeof(struct subscriptions));
 }
 
+void subscriptions_init(struct subscriptions *s)
+{
+    *s = (struct subscriptions){0};
+}
+
 void subscriptions_clear(struct subscriptions *s)
 {
     if (s == NULL)
         return;
-    struct entry *e, *tmp;
+    struct subscriptions_entry *e, *tmp;
     HASH_ITER(hh, s->by_filter, e, tmp)
     {
         HASH_DEL(s->by_filter, e);
@@ -97,9 +97,9 @@ size_t subscriptions_count(const struct subscriptions *s)
     return s ? HASH_COUNT(s->by_filter) : 0;
 }
 
-static struct entry *find(const struct subscriptions *s, const char *filter)
+static struct subscriptions_entry *find(const struct subscriptions *s, const char *filter)
 {
-    struct entry *e = NULL;
+    struct subscriptions_entry *e = NULL;
     HASH_FIND_STR(s->by_filter, filter, e);
     return e;
 }
@@ -111,7 +111,7 @@ bool subscriptions_has(const struct subscriptions *s, const char *filter)
 
 enum iot_err subscriptions_add(struct subscriptions *s, const char *filter, int qos)
 {
-    struct entry *e = find(s, filter);
+    struct subscriptions_entry *e = find(s, filter);
     if (e != NULL) {
         e->qos = qos; /* subscribing again replaces the subscription */
         return IOT_OK;
@@ -130,7 +130,7 @@ enum iot_err subscriptions_add(struct subscriptions *s, const char *filter, int 
 
 bool subscriptions_remove(struct subscriptions *s, const char *filter)
 {
-    struct entry *e = s ? find(s, filter) : NULL;
+    struct subscriptions_entry *e = s ? find(s, filter) : NULL;
     if (e == NULL)
         return false;
     if (ends_in_parent_hash(subscriptions_filter_part(filter)))
@@ -147,7 +147,7 @@ void subscriptions_count_matches(const struct subscriptions *s, const char *topi
     *aws = *mqtt = 0;
     if (s == NULL || s->parent_hashes == 0)
         return;
-    for (const struct entry *e = s->by_filter; e != NULL; e = e->hh.next) {
+    for (const struct subscriptions_entry *e = s->by_filter; e != NULL; e = e->hh.next) {
         switch (subscriptions_match(e->filter, topic)) {
         case SUBSCRIPTIONS_MATCH:
             (*aws)++;
@@ -166,7 +166,7 @@ size_t subscriptions_matching(const struct subscriptions *s, const char *topic, 
                               int *qos, size_t max)
 {
     size_t n = 0;
-    for (const struct entry *e = s ? s->by_filter : NULL; e != NULL; e = e->hh.next) {
+    for (const struct subscriptions_entry *e = s ? s->by_filter : NULL; e != NULL; e = e->hh.next) {
         enum subscriptions_match m = subscriptions_match(e->filter, topic);
         if (m == SUBSCRIPTIONS_MATCH || (m == SUBSCRIPTIONS_PARENT_ONLY && mqtt_rules)) {
             if (n < max)

@@ -29,11 +29,21 @@ const char *subscriptions_filter_part(const char *filter);
  * filter has no wildcard and is not a shared subscription. */
 bool subscriptions_retained_on_subscribe(const char *filter);
 
-struct subscriptions;
+struct subscriptions_entry;
+
+/* A set of filters. Its fields are private to subscriptions.c; they are declared here only so
+ * that a set can be a member of another struct (subscriptions_init()). */
+struct subscriptions {
+    struct subscriptions_entry *by_filter;
+    size_t parent_hashes; /* filters ending in "/#": the only ones AWS and MQTT disagree on */
+};
 
 /* An empty set; NULL when out of memory. Free with subscriptions_free() (NULL is a no-op). */
 struct subscriptions *subscriptions_new(void);
 void subscriptions_free(struct subscriptions *s);
+/* An empty set in place, for a set inside another struct; subscriptions_clear() releases what
+ * it holds. */
+void subscriptions_init(struct subscriptions *s);
 void subscriptions_clear(struct subscriptions *s);
 
 size_t subscriptions_count(const struct subscriptions *s);

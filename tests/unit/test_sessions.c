@@ -116,11 +116,43 @@ static void test_expiry(void)
     sessions_free(NULL);
 }
 
+/* Records come from blocks and go back to a free list: thousands of client ids, including ids
+ * longer than a record holds inline (AWS's 128-byte limit switched off) and ids of exactly 128
+ * bytes, keep their own state through expiry and reuse. */
+static void test_many_and_long_ids(void)
+{
+    struct sessions *t = sessions_new(1000);
+    char id[300];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 1500; i++) {
+            int pad = i % 3 == 0 ? 250 : i % 3 == 1 ? 128 : 1;
+            snprintf(id, sizeof(id), "%0*d", pad, i);
+            struct session *s = sessions_connect(t, id, i % 2 == 0, 1000 * round + i);
+            CHECK(s != NULL);
+            CHECK_STR(s->client_id, id);
+            CHECK_INT(subscriptions_count(s->subs), i % 2 == 0 && round > 0 && i >= 500 ? 1 : 0);
+            CHECK_INT(subscriptions_add(s->subs, "x/+", 1), IOT_OK);
+            sessions_disconnect(t, s, 1000 * round + i);
+        }
+        /* The cap of 1000 offline records: the 500 oldest of this round go. */
+        CHECK_INT(sessions_expire(t, 1000 * round + 1500), 500);
+        CHECK_INT(sessions_count(t), 1000);
+        snprintf(id, sizeof(id), "%0*d", 250, 1497);
+        struct session *s = sessions_find(t, id);
+        CHECK(s != NULL && strcmp(s->client_id, id) == 0);
+        CHECK_INT(s->version, round);
+        snprintf(id, sizeof(id), "%0*d", 128, 499);
+        CHECK(sessions_find(t, id) == NULL);
+    }
+    sessions_free(t);
+}
+
 int main(void)
 {
     test_versions_and_ids();
     test_persistent();
     test_takeover();
     test_expiry();
+    test_many_and_long_ids();
     return check_summary();
 }
