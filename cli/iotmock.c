@@ -364,13 +364,17 @@ static int registry_opens(const char *state, struct iot_error *err)
     return 1;
 }
 
-/* The sanitizer build preloads its runtime into the (uninstrumented) broker. */
+/* The sanitizer build preloads its runtime into the (uninstrumented) broker. Leaks are checked
+ * when the broker exits, except for Mosquitto's own (tests/sanitizers/lsan-broker.supp says
+ * which); ASAN_OPTIONS and LSAN_OPTIONS set by the caller win. */
 static void preload_sanitizer(void)
 {
 #ifdef IOTMOCK_ASAN_RUNTIME
     setenv("LD_PRELOAD", IOTMOCK_ASAN_RUNTIME, 1);
-    if (getenv("ASAN_OPTIONS") == NULL)
-        setenv("ASAN_OPTIONS", "detect_leaks=0", 1); /* mosquitto's own exit path is not clean */
+    setenv("ASAN_OPTIONS", "detect_leaks=1", 0);
+#ifdef IOTMOCK_LSAN_SUPPRESSIONS
+    setenv("LSAN_OPTIONS", "suppressions=" IOTMOCK_LSAN_SUPPRESSIONS, 0);
+#endif
 #endif
 }
 

@@ -7,5 +7,6 @@ if(IOTMOCK_SANITIZE)
   execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
                   OUTPUT_VARIABLE IOTMOCK_ASAN_RUNTIME OUTPUT_STRIP_TRAILING_WHITESPACE)
   target_compile_definitions(iotmock_sanitizers INTERFACE
-    IOTMOCK_ASAN_RUNTIME="${IOTMOCK_ASAN_RUNTIME}")
+    IOTMOCK_ASAN_RUNTIME="${IOTMOCK_ASAN_RUNTIME}"
+    IOTMOCK_LSAN_SUPPRESSIONS="${PROJECT_SOURCE_DIR}/tests/sanitizers/lsan-broker.supp")
 endif()
