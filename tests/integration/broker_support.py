@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
-from iotmock_support import (MQTTv5, PolicyClient, Server, allow, create_device, create_policy,
+from iotmock_support import (ClientPool, MQTTv5, PolicyClient, Server, allow, create_device, create_policy,
                              policy_document, unique)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -101,28 +101,14 @@ class WireClient(PolicyClient):
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class Clients:
-    """WireClients of one test, closed at its end."""
-
-    def __init__(self):
-        self._all = []
+class Clients(ClientPool):
+    """WireClients of one test (MQTT 5 unless asked otherwise), closed at its end."""
 
     def new(self, server, device, *, protocol=MQTTv5, client_id=None, **kw) -> WireClient:
         c = WireClient(server, device.cert, device.key, protocol=protocol,
                        client_id=client_id or unique("brk"), **kw)
-        self._all.append(c)
+        self._clients.append(c)
         return c
-
-    def connect(self, server, device, **kw) -> WireClient:
-        c = self.new(server, device, **kw)
-        res = c.try_connect()
-        assert res.ok, f"client {c.client_id} could not connect: {res}"
-        return c
-
-    def close_all(self):
-        for c in self._all:
-            c.close()
-        self._all.clear()
 
 
 class Watcher:

@@ -12,7 +12,7 @@ the signal), its whole process group gone and the MQTT port closed.
 
 import pytest
 
-from iotmock_support import (FakeLambda, MqttClient, Server, ServerStartError,
+from iotmock_support import (ClientPool, FakeLambda, MqttClient, Server, ServerStartError,
                              assert_broker_serves)
 
 _RUNNING: list = []  # servers alive right now, for failure reports
@@ -100,6 +100,15 @@ def mqtt(server):
     yield connect
     for c in clients:
         c.close()
+
+
+@pytest.fixture
+def clients(request):
+    """The MQTT clients of one test, closed at its end: a ClientPool (PolicyClients), or the pool
+    class a test module names in CLIENT_POOL."""
+    pool = getattr(request.module, "CLIENT_POOL", ClientPool)()
+    yield pool
+    pool.close_all()
 
 
 @pytest.fixture

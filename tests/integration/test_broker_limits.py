@@ -23,11 +23,7 @@ def device(server, tmp_path_factory):
     return open_device(server, tmp_path_factory.mktemp("limits"))
 
 
-@pytest.fixture
-def clients():
-    pool = Clients()
-    yield pool
-    pool.close_all()
+CLIENT_POOL = Clients
 
 
 @pytest.fixture

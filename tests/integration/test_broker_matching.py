@@ -20,11 +20,7 @@ def device(server, tmp_path_factory):
     return open_device(server, tmp_path_factory.mktemp("match"))
 
 
-@pytest.fixture
-def clients():
-    pool = Clients()
-    yield pool
-    pool.close_all()
+CLIENT_POOL = Clients
 
 
 def received(c, topics, marker_prefix, timeout=5.0):

@@ -19,11 +19,7 @@ def device(server, tmp_path_factory):
     return open_device(server, tmp_path_factory.mktemp("takeover"))
 
 
-@pytest.fixture
-def clients():
-    pool = Clients()
-    yield pool
-    pool.close_all()
+CLIENT_POOL = Clients
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from cp_support import (ALLOW_ALL_POLICY, PUB, Aws, Device, assert_cannot_publish,
                         assert_publishes, boto3_client, cert_arn, new_device)
 from iotmock_support import (AWS_ISSUER_LINE, AWS_NOT_AFTER_LINE, FLEET_DEFAULT, cert_id,
-                             make_csr, openssl_x509, unique, write_credentials)
+                             make_csr, openssl_x509, unique)
 
 pytestmark = [pytest.mark.usefixtures("broker_still_serves"),
               pytest.mark.skipif(PUB is None, reason="mosquitto_pub not installed")]

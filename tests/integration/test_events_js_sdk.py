@@ -31,11 +31,7 @@ def device(alpn_server, tmp_path_factory):
     return open_device(alpn_server[0], tmp_path_factory.mktemp("js"))
 
 
-@pytest.fixture
-def clients():
-    pool = Clients()
-    yield pool
-    pool.close_all()
+CLIENT_POOL = Clients
 
 
 @pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])

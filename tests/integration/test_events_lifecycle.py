@@ -35,11 +35,7 @@ def narrow(server, tmp_path_factory):
     return create_device(server, tmp_path_factory.mktemp("narrow"), name)
 
 
-@pytest.fixture
-def clients():
-    pool = Clients()
-    yield pool
-    pool.close_all()
+CLIENT_POOL = Clients
 
 
 @pytest.fixture

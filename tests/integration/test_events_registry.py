@@ -48,11 +48,7 @@ def iot(server):
     return boto3_client(server)
 
 
-@pytest.fixture
-def clients():
-    pool = Clients()
-    yield pool
-    pool.close_all()
+CLIENT_POOL = Clients
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from iotmock_support import (METRICS_USERNAME, MQTTv311, MQTTv5, PROTOCOLS,
                              assert_cannot_connect, load_cert, make_foreign_ca_cert,
-                             make_self_signed, round_trip, claim_round_trip, run_openssl, spki_der)
+                             make_self_signed, claim_round_trip, run_openssl, spki_der)
 
 pytestmark = pytest.mark.usefixtures("broker_still_serves")
 

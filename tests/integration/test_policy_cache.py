@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from iotmock_support import (PUBACK_OK, ClientPool, MQTTv5, NOT_AUTHORIZED_V5, ServerLog, allow,
+from iotmock_support import (PUBACK_OK, MQTTv5, NOT_AUTHORIZED_V5, ServerLog, allow,
                              add_thing_to_group, attach_policy, attach_thing_principal,
                              control_ok, create_device, create_policy, create_policy_version,
                              create_thing, create_thing_group, deny, detach_policy,
@@ -21,13 +21,6 @@ from iotmock_support import (PUBACK_OK, ClientPool, MQTTv5, NOT_AUTHORIZED_V5, S
 
 RELOAD = re.compile(r"iotmock: authorization reloaded \| client=(?P<client>\S+) \| "
                     r"cert=(?P<cert>\S+) \| policies=(?P<n>\d+) \| compiled documents=(?P<c>\d+)")
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 def reloads(log, client=None):

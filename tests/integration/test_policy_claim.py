@@ -16,7 +16,7 @@ import urllib.parse
 import pytest
 
 from iotmock_support import (CLAIM_POLICY, FLEET_DEFAULT, PLAIN_TOPIC_PREFIX, PROTOCOLS,
-                             REGISTER_ACCEPTED_FIELDS, ClientPool, MQTTv311, MQTTv5,
+                             REGISTER_ACCEPTED_FIELDS, MQTTv311, MQTTv5,
                              NOT_AUTHORIZED_V5, ServerLog,
                              assert_policy_refusal, cert_id, claim_round_trip, control_ok,
                              create_from_csr, create_keys, expect_accepted, iot_arn, make_csr,
@@ -38,13 +38,6 @@ def server(module_server_factory):
 @pytest.fixture(scope="module")
 def claim_id(server):
     return cert_id(server.claim_cert.read_text())
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 def claim(server, clients, protocol, client_id=None):

@@ -7,19 +7,12 @@ certificate is attached to."""
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, ClientPool, MQTTv5, NOT_AUTHORIZED_V5, PolicyClient,
+from iotmock_support import (PROTOCOLS, MQTTv5, NOT_AUTHORIZED_V5, PolicyClient,
                              ServerLog, allow, assert_policy_refusal, attach_thing_principal,
                              create_device, create_policy, create_thing, iot_arn,
                              policy_document, unique)
 
 ALLOWED_ID = unique("allowed")
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")

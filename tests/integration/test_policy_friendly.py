@@ -6,7 +6,7 @@ refusal is still logged."""
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, ClientPool, MQTTv311, MQTTv5, NOT_AUTHORIZED_V5,
+from iotmock_support import (PROTOCOLS, MQTTv311, MQTTv5, NOT_AUTHORIZED_V5,
                              ServerLog, allow, assert_policy_refusal, create_device,
                              create_policy, iot_arn, policy_document, unique)
 
@@ -16,13 +16,6 @@ ALLOWED_ID = unique("friend")
 @pytest.fixture(scope="module")
 def server(module_server_factory):
     return module_server_factory("--friendly", name="friendly")
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")

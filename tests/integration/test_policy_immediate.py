@@ -9,18 +9,11 @@ import time
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, PUBACK_OK, ClientPool, MQTTv311, MQTTv5,
+from iotmock_support import (PROTOCOLS, PUBACK_OK, MQTTv311, MQTTv5,
                              NOT_AUTHORIZED_V5, ServerLog, allow, assert_policy_refusal,
                              attach_policy, control_ok, create_device, create_policy,
                              create_policy_version, detach_policy, iot_arn, policy_document,
                              set_certificate_status, unique)
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 def imm_policy(prefix="imm"):

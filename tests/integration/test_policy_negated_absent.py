@@ -5,7 +5,7 @@ because the client id names no thing attached to the certificate."""
 
 import pytest
 
-from iotmock_support import (ClientPool, MQTTv5, NOT_AUTHORIZED_V5, ServerLog, control_ok,
+from iotmock_support import (MQTTv5, NOT_AUTHORIZED_V5, ServerLog, control_ok,
                              create_device, create_policy, iot_arn, policy_document, unique)
 
 
@@ -18,13 +18,6 @@ def servers(module_server_factory):
 @pytest.fixture(scope="module")
 def server(servers):
     return servers["iam"]
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 def device_on(srv, directory):

@@ -9,16 +9,9 @@ after a refused message has arrived, the refused message would have arrived befo
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, PUBACK_OK, ClientPool, MQTTv311, MQTTv5,
+from iotmock_support import (PROTOCOLS, PUBACK_OK, MQTTv5,
                              NOT_AUTHORIZED_V5, ServerLog, allow, assert_policy_refusal,
                              create_device, create_policy, iot_arn, policy_document, unique)
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,9 @@ refusal is logged (no statement allowed it / the deciding Deny)."""
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, PUBACK_OK, ClientPool, MQTTv5, ServerLog, allow,
+from iotmock_support import (PROTOCOLS, PUBACK_OK, MQTTv5, ServerLog, allow,
                              assert_policy_refusal, create_device, create_policy, deny, iot_arn,
                              policy_document, unique)
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,12 @@ connection without PUBACK on MQTT 3.1.1 — nothing is delivered, and the log na
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, PUBACK_OK, ClientPool, MQTTv5, NOT_AUTHORIZED_V5,
+from iotmock_support import (PROTOCOLS, PUBACK_OK, MQTTv5, NOT_AUTHORIZED_V5,
                              ServerLog, allow, create_device, create_policy, policy_document,
                              unique)
 
 ANSWER_ONLY = ("only AWS IoT publishes to this reserved topic; clients may only subscribe to it")
 NO_RETAIN = "retained messages are not allowed on reserved topics"
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,9 @@ is refused. Each refused filter is one server log line."""
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, ClientPool, MQTTv5, NOT_AUTHORIZED_V5, ServerLog, allow,
+from iotmock_support import (PROTOCOLS, MQTTv5, NOT_AUTHORIZED_V5, ServerLog, allow,
                              assert_policy_refusal, create_device, create_policy, iot_arn,
                              policy_document, unique)
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")

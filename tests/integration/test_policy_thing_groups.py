@@ -7,17 +7,10 @@ group's ancestors' policies apply too."""
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, PUBACK_OK, ClientPool, MQTTv5, NOT_AUTHORIZED_V5,
+from iotmock_support import (PROTOCOLS, PUBACK_OK, MQTTv5, NOT_AUTHORIZED_V5,
                              ServerLog, add_thing_to_group, allow, assert_policy_refusal,
                              attach_policy, attach_thing_principal, create_device, create_policy,
                              create_thing, create_thing_group, iot_arn, policy_document, unique)
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,6 @@ VARIABLES = {  # kind -> (topic prefix, variable)
 }
 
 
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
-
-
 def variable_policy(server, kind):
     prefix, var = VARIABLES[kind]
     return create_policy(server, policy_document(

@@ -8,17 +8,10 @@ import socket
 
 import pytest
 
-from iotmock_support import (PROTOCOLS, ClientPool, MQTTv311, MQTTv5, NOT_AUTHORIZED_V5,
+from iotmock_support import (PROTOCOLS, MQTTv311, MQTTv5, NOT_AUTHORIZED_V5,
                              ServerLog, allow, create_device, create_policy, policy_document,
                              unique)
 
-
-
-@pytest.fixture
-def clients():
-    pool = ClientPool()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture(scope="module")
