@@ -34,8 +34,9 @@ OBSERVER_PERIOD = 0.05  # seconds between the observer's round trips
 
 REGISTER = provision_topic(FLEET_DEFAULT)
 REG_ACC, REG_REJ = REGISTER + "/accepted", REGISTER + "/rejected"
+# What must never appear in the output of a server or of `iotmock serve`.
 CRASH_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                 "Sanitizer", "Segmentation fault", "Aborted", "core dumped")
+                 "Sanitizer", "Segmentation fault", "Aborted", "core dumped", "stack-overflow")
 
 # Where a faulty device drops its claim connection:
 #   after-create-request   the create request got its PUBACK, the answer is not awaited

@@ -40,6 +40,7 @@ from iotmock_support import (ACCOUNT, CREATE_FROM_CSR, DEVICE_POLICY, FLEET_DEFA
                              MqttClient, Server, ServerStartError, cert_id, create_from_csr,
                              free_port, load_cert, provision_topic, spki_der, unique,
                              write_credentials)
+from storm_support import CRASH_MARKERS, release
 
 ROUNDS = int(os.environ.get("IOTMOCK_DUR_ROUNDS", "20"))
 SEED = int(os.environ.get("IOTMOCK_DUR_SEED", str(int(time.time()))))
@@ -57,9 +58,6 @@ KEPT_FILES = ("root-ca.pem", "root-ca.key", "server-cert.pem", "server-key.pem",
               "claim-key.pem")
 ALLOW_ALL = json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]})
-# What must never appear in the output of a server or of `iotmock serve`.
-CRASH_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                 "Sanitizer", "Segmentation fault", "Aborted", "core dumped", "stack-overflow")
 
 
 def cert_arn(cid: str) -> str:
@@ -164,17 +162,6 @@ class Ledger:
     def promise(self, item, rnd):
         with self.lock:
             self.http.setdefault(item, rnd)
-
-
-def release(c: MqttClient):
-    """close(), and the socket pair paho 1.6.1 keeps to wake its network thread: left to the
-    garbage collector (the client sits in reference cycles), those pile up past descriptor 1024,
-    where paho's select() fails and new connections die before their CONNACK."""
-    c.close()
-    try:
-        c._c._reset_sockets(sockpair_only=True)
-    except (AttributeError, OSError):
-        pass
 
 
 def wait_answer(c: MqttClient, topics, timeout: float):
