@@ -1,5 +1,5 @@
-/* Thread pool: a FIFO of submitted jobs and one of idle-priority jobs guarded by one mutex, and a
- * list of finished ones. */
+/* Thread pool: FIFOs of submitted jobs (quick and slow) and one of idle-priority jobs guarded by
+ * one mutex, and a list of finished ones. */
 #include "workq.h"
 
 #include <pthread.h>
@@ -20,7 +20,10 @@ struct workq {
     pthread_cond_t wake;      /* normal workers */
     pthread_cond_t wake_idle; /* idle workers */
     struct workq_job *todo_head, *todo_tail;
+    struct workq_job *slow_head, *slow_tail;
     struct workq_job *idle_head, *idle_tail;
+    int slow_running, slow_max; /* slow jobs running now, and at most */
+    unsigned long next_seq;
     struct workq_job *done_head, *done_tail;
     size_t pending;
     atomic_int busy; /* normal jobs submitted and not yet run to their end */
@@ -53,6 +56,21 @@ static struct workq_job *pop(struct workq_job **head, struct workq_job **tail)
     return job;
 }
 
+/* The next job for a normal worker, or NULL: the earlier submitted of the two queues' heads,
+ * the slow one only while fewer than slow_max slow jobs run (lock held). */
+static struct workq_job *take(struct workq *q, bool *slow)
+{
+    bool slow_ok = q->slow_head != NULL && q->slow_running < q->slow_max;
+    *slow = false;
+    if (q->todo_head != NULL && (!slow_ok || q->todo_head->seq < q->slow_head->seq))
+        return pop(&q->todo_head, &q->todo_tail);
+    if (!slow_ok)
+        return NULL;
+    *slow = true;
+    q->slow_running++;
+    return pop(&q->slow_head, &q->slow_tail);
+}
+
 struct worker_arg {
     struct workq *q;
     bool idle;
@@ -64,15 +82,15 @@ static void *worker(void *arg)
     bool idle = ((struct worker_arg *)arg)->idle;
     free(arg);
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), idle ? WORKQ_IDLE_NICE : WORKQ_NICE);
-    struct workq_job **head = idle ? &q->idle_head : &q->todo_head;
-    struct workq_job **tail = idle ? &q->idle_tail : &q->todo_tail;
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        while (!q->stopping && *head == NULL)
+        struct workq_job *job = NULL;
+        bool slow = false;
+        while (!q->stopping &&
+               (job = idle ? pop(&q->idle_head, &q->idle_tail) : take(q, &slow)) == NULL)
             pthread_cond_wait(idle ? &q->wake_idle : &q->wake, &q->lock);
         if (q->stopping)
             break;
-        struct workq_job *job = pop(head, tail);
         pthread_mutex_unlock(&q->lock);
         /* read before run: a released job may be gone afterwards */
         void (*release)(struct workq_job *, bool) = job->release;
@@ -82,6 +100,8 @@ static void *worker(void *arg)
         if (!idle)
             atomic_fetch_sub(&q->busy, 1);
         pthread_mutex_lock(&q->lock);
+        if (slow && q->slow_running-- == q->slow_max && q->slow_head != NULL)
+            pthread_cond_signal(&q->wake); /* a waiting slow job may start now */
         if (release) {
             q->pending--;
             continue;
@@ -118,6 +138,7 @@ enum iot_err workq_start(int threads, struct workq **out)
     if (q == NULL)
         return IOT_ERR_NOMEM;
     int idle_threads = threads / 2 > 0 ? threads / 2 : 1;
+    q->slow_max = idle_threads; /* the same share: half the normal workers, at least one */
     q->threads = calloc((size_t)(threads + idle_threads), sizeof(pthread_t));
     if (q->threads == NULL) {
         free(q);
@@ -141,14 +162,28 @@ enum iot_err workq_start(int threads, struct workq **out)
     return IOT_OK;
 }
 
-void workq_submit(struct workq *q, struct workq_job *job)
+static void submit(struct workq *q, struct workq_job *job, bool slow)
 {
     pthread_mutex_lock(&q->lock);
-    push(&q->todo_head, &q->todo_tail, job);
+    job->seq = q->next_seq++;
+    if (slow)
+        push(&q->slow_head, &q->slow_tail, job);
+    else
+        push(&q->todo_head, &q->todo_tail, job);
     q->pending++;
     atomic_fetch_add(&q->busy, 1);
     pthread_cond_signal(&q->wake);
     pthread_mutex_unlock(&q->lock);
+}
+
+void workq_submit(struct workq *q, struct workq_job *job)
+{
+    submit(q, job, false);
+}
+
+void workq_submit_slow(struct workq *q, struct workq_job *job)
+{
+    submit(q, job, true);
 }
 
 void workq_submit_idle(struct workq *q, struct workq_job *job)
@@ -218,8 +253,8 @@ void workq_stop(struct workq *q, void (*discard)(struct workq_job *job, void *ar
     for (int i = 0; i < q->nthreads; i++)
         pthread_join(q->threads[i], NULL);
 
-    struct workq_job *lists[3] = {q->done_head, q->todo_head, q->idle_head};
-    for (int i = 0; i < 3; i++) {
+    struct workq_job *lists[4] = {q->done_head, q->todo_head, q->slow_head, q->idle_head};
+    for (int i = 0; i < 4; i++) {
         while (lists[i]) {
             struct workq_job *next = lists[i]->next;
             if (lists[i]->release)

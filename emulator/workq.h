@@ -15,6 +15,7 @@ struct workq;
 /* A job is any struct that begins with this header; the pool links jobs through it. */
 struct workq_job {
     struct workq_job *next;
+    unsigned long seq;                  /* set by the pool: the order of submission */
     void (*run)(struct workq_job *job); /* on a worker thread */
     /* NULL (the usual case): the job comes back through workq_drain(). Otherwise the job never
      * comes back: the worker calls release(job, true) right after run, and workq_stop() calls
@@ -29,12 +30,19 @@ enum iot_err workq_start(int threads, struct workq **out);
 /* Queues JOB (the pool borrows it until it comes back through workq_drain). Never blocks. */
 void workq_submit(struct workq *q, struct workq_job *job);
 
+/* Queues JOB like workq_submit(), as one that may hold its worker for long (RSA key generation):
+ * at most half the normal workers (at least one) run such jobs at once, so that the others stay
+ * free for the quick ones. Jobs of both kinds start in the order submitted, as far as that limit
+ * allows. */
+void workq_submit_slow(struct workq *q, struct workq_job *job);
+
 /* Queues JOB for the pool's idle workers (half as many as the normal ones, at least one), which
  * run nothing else: background work never holds up a request. A long idle job should give way
  * while workq_busy() and end early once workq_stopping(). */
 void workq_submit_idle(struct workq *q, struct workq_job *job);
 
-/* True while a job of workq_submit() waits or runs. Lock-free; any thread. */
+/* True while a job of workq_submit() or workq_submit_slow() waits or runs. Lock-free; any
+ * thread. */
 bool workq_busy(struct workq *q);
 
 /* True once workq_stop() has begun. Lock-free; any thread. */

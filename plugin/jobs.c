@@ -79,7 +79,13 @@ void jobs_submit_fleet(struct plugin *p, const struct conn *c, const struct flee
     if (payload_len)
         memcpy(j->payload, payload, payload_len);
     j->payload_len = payload_len;
-    workq_submit(p->workq, &j->base);
+    /* A CreateKeysAndCertificate that will find the key pool empty generates its key, which
+     * takes a core for 100 ms or more: it goes to the slow lane, so that a storm of them leaves
+     * workers for CSRs, RegisterThing and the rest. */
+    if (t->op == FLEET_OP_CREATE_KEYS && p->keys_jobs++ >= keypool_ready(p->keys))
+        workq_submit_slow(p->workq, &j->base);
+    else
+        workq_submit(p->workq, &j->base);
 }
 
 void jobs_submit_expiry(struct plugin *p)
@@ -157,6 +163,8 @@ void jobs_done(struct workq_job *base, void *arg)
 {
     struct plugin *p = arg;
     struct job *j = (struct job *)base;
+    if (j->kind == JOB_FLEET && j->topic.op == FLEET_OP_CREATE_KEYS)
+        p->keys_jobs--;
     if (j->kind == JOB_FLEET)
         deliver(p, j);
     else if (j->kind == JOB_JITP)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -96,6 +97,15 @@ static int fail(struct iot_error *err)
     return MOSQ_ERR_UNKNOWN;
 }
 
+static int workers(void)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = cores > 0 ? 2 * cores : PLUGIN_WORKERS_MIN;
+    if (n < PLUGIN_WORKERS_MIN)
+        n = PLUGIN_WORKERS_MIN;
+    return (int)(n > PLUGIN_WORKERS_MAX ? PLUGIN_WORKERS_MAX : n);
+}
+
 static int open_state(struct plugin *p, struct iot_error *err)
 {
     char path[4096];
@@ -130,7 +140,7 @@ static int open_state(struct plugin *p, struct iot_error *err)
         iot_error_set(err, IOT_ERR_NOMEM, "out of memory");
         return fail(err);
     }
-    if (workq_start(PLUGIN_WORKERS, &p->workq) != IOT_OK) {
+    if (workq_start(workers(), &p->workq) != IOT_OK) {
         iot_error_set(err, IOT_ERR_INTERNAL, "cannot start worker threads");
         return fail(err);
     }

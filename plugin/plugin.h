@@ -29,7 +29,10 @@
 #include "workq.h"
 
 #define IOTMOCK_EXPORT __attribute__((visibility("default")))
-#define PLUGIN_WORKERS 4
+/* Worker threads: twice the cores, at least 4 and at most 64. Key generation (the slow lane)
+ * gets half of them, so it can use every core and still leaves as many workers for the rest. */
+#define PLUGIN_WORKERS_MIN 4
+#define PLUGIN_WORKERS_MAX 64
 #define AUTHZ_ALLOWED_MAX 8 /* allowed (action, topic) pairs remembered per connection */
 
 /* What iotmock knows of one connection (conns.c), from its authentication until the tick after
@@ -153,6 +156,7 @@ struct plugin {
     struct jit_config jit;
     struct workq *workq;
     struct keypool *keys;
+    size_t keys_jobs; /* CreateKeysAndCertificate jobs submitted and not yet drained */
     struct wake *wake; /* NULL: results wait for the next tick */
     struct http_server *http;
     struct fleet_config fleet;

@@ -113,3 +113,32 @@ def test_invalid_key_pool_values_are_refused(tmp_path, value):
                            "--key-pool", value], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2, proc.stderr
     assert "--key-pool N" in proc.stderr
+
+
+KEYGEN_STORM = 8  # CreateKeysAndCertificate requests that each generate a key (no pool)
+
+
+def test_csr_is_not_queued_behind_key_generation(module_server_factory, tmp_path):
+    """CreateKeysAndCertificate requests that must generate their key take at most half the
+    workers (the slow lane of emulator/workq.c), so a CSR sent after 8 of them is answered while
+    they are still generating. Without the lane the CSR waits in line behind the first 4 keys,
+    which take 100 ms or more each; with it, at most a key or two that happened to be quick can
+    come back before the CSR's answer."""
+    srv = module_server_factory("--key-pool", "0", name="nopool-lane")
+    _key, csr = make_csr(tmp_path, "p256")
+    with fast_claim_client(srv) as keys, fast_claim_client(srv) as other:
+        keys.subscribe(CREATE_KEYS + "/accepted", CREATE_KEYS + "/rejected")
+        other.subscribe(CREATE_FROM_CSR + "/accepted", CREATE_FROM_CSR + "/rejected")
+        for _ in range(KEYGEN_STORM):
+            keys.publish(CREATE_KEYS, b"{}")  # PUBACK: the job is queued
+        other.publish(CREATE_FROM_CSR, {"certificateSigningRequest": csr})
+        m = other.wait_any({CREATE_FROM_CSR + "/accepted", CREATE_FROM_CSR + "/rejected"}, 30)
+        assert m is not None and m.topic == CREATE_FROM_CSR + "/accepted", m and m.payload[:300]
+        before = len(keys.messages(CREATE_KEYS + "/accepted"))
+        assert before <= 2, f"{before} of {KEYGEN_STORM} keys were answered before the CSR"
+        answered = 0
+        while answered < KEYGEN_STORM:
+            m = keys.wait_any({CREATE_KEYS + "/accepted", CREATE_KEYS + "/rejected"}, 60)
+            assert m is not None and m.topic == CREATE_KEYS + "/accepted", (
+                f"{answered} of {KEYGEN_STORM} keys answered; {m and m.payload[:300]}")
+            answered += 1

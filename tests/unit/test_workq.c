@@ -135,9 +135,54 @@ static void test_idle_release_notify(void)
     CHECK_INT(atomic_load(&released_unrun) + atomic_load(&released_ran), 2);
 }
 
+static atomic_int slow_started;
+
+static void slow_gated(struct workq_job *j)
+{
+    atomic_fetch_add(&slow_started, 1);
+    gated(j);
+}
+
+/* Slow jobs take at most half the normal workers: with 4 workers and 3 slow jobs holding on, only
+ * 2 start, and quick jobs submitted after them still run. Once the slow ones let go, the third
+ * starts and everything comes back. */
+static void test_slow_lane(void)
+{
+    struct workq *q = NULL;
+    CHECK_INT(workq_start(4, &q), IOT_OK);
+    atomic_store(&gate_open, false);
+    for (int i = 0; i < 3; i++) {
+        struct workq_job *j = calloc(1, sizeof(*j));
+        j->run = slow_gated;
+        workq_submit_slow(q, j);
+    }
+    CHECK(wait_for(&slow_started, 2));
+    int before = atomic_load(&runs);
+    for (int i = 0; i < 20; i++) {
+        struct counted *c = calloc(1, sizeof(*c));
+        c->base.run = run;
+        workq_submit(q, &c->base);
+    }
+    CHECK(wait_for(&runs, before + 20)); /* on the two workers the slow jobs left */
+    usleep(20000);
+    CHECK_INT(atomic_load(&slow_started), 2);
+    CHECK(workq_busy(q));
+    atomic_store(&gate_open, true);
+    CHECK(wait_for(&slow_started, 3));
+    for (int tries = 0; tries < 2000 && workq_pending(q) > 0; tries++) {
+        workq_drain(q, drop, NULL);
+        usleep(1000);
+    }
+    CHECK_INT(workq_pending(q), 0);
+    CHECK(!workq_busy(q));
+    workq_stop(q, drop, NULL);
+    atomic_store(&runs, 0); /* main() counts from zero */
+}
+
 int main(void)
 {
     test_idle_release_notify();
+    test_slow_lane();
     struct workq *q = NULL;
     CHECK_INT(workq_start(3, &q), IOT_OK);
     int expected = 0;
