@@ -121,6 +121,19 @@ class ServerStartError(Exception):
     pass
 
 
+def start_on_free_ports(make, attempts: int = 3):
+    """MAKE(attempt) -> a new server object, which is started and returned; made again when the
+    ports free_port() picked were taken meanwhile (any other start failure is raised)."""
+    for attempt in range(attempts):
+        srv = make(attempt)
+        try:
+            return srv.start()
+        except ServerStartError:
+            if "in use" not in srv.stderr_text().lower():
+                raise
+    raise AssertionError(f"no free ports in {attempts} attempts")
+
+
 # The default claim policy allows exactly the calls of template fleet-default (as AWS recommends).
 # Most tests provision through other templates and use marker topics, so after start the fixture
 # does what a user does on AWS: create a wider policy and attach it to the claim certificate.

@@ -39,7 +39,7 @@ from cryptography.x509.oid import NameOID
 from iotmock_support import (ACCOUNT, CREATE_FROM_CSR, DEVICE_POLICY, FLEET_DEFAULT, IOTMOCK_BIN,
                              MqttClient, Server, ServerStartError, cert_id, create_from_csr,
                              free_port, load_cert, provision_topic, spki_der, unique,
-                             write_credentials)
+                             start_on_free_ports, write_credentials)
 from storm_support import CRASH_MARKERS, release
 
 ROUNDS = int(os.environ.get("IOTMOCK_DUR_ROUNDS", "20"))
@@ -110,15 +110,7 @@ class DurServer(Server):
 
 
 def start_on(workdir: Path, state: Path, label: str) -> DurServer:
-    for attempt in range(3):
-        srv = DurServer(workdir, state, f"{label}-{attempt}")
-        try:
-            return srv.start()
-        except ServerStartError:
-            if "in use" in srv.stderr_text().lower():
-                continue  # a port picked by free_port() was taken meanwhile
-            raise
-    raise AssertionError("no free ports")
+    return start_on_free_ports(lambda attempt: DurServer(workdir, state, f"{label}-{attempt}"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from iotmock_support import (CREATE_FROM_CSR, CREATE_KEYS, MqttClient, Server, ServerStartError,
+from iotmock_support import (CREATE_FROM_CSR, CREATE_KEYS, MqttClient, Server, start_on_free_ports,
                              cert_id, unique)
 from storm_support import (CRASH_MARKERS, FAULTS, REGISTER, Observer, Stats, check_outcomes,
                            half_provisioned, make_devices, provisioned_device, read_registry,
@@ -42,14 +42,8 @@ def _start(tmp_path_factory, name: str, *args) -> Server:
     # the support code offers that switch.
     kw = ({"grant_test_policy": False}
           if "grant_test_policy" in inspect.signature(Server.__init__).parameters else {})
-    for _ in range(3):
-        srv = Server(tmp_path_factory.mktemp(name), args, name=name, **kw)
-        try:
-            return srv.start()
-        except ServerStartError:
-            if "in use" not in srv.stderr_text().lower():
-                raise
-    raise AssertionError("no free ports")
+    return start_on_free_ports(lambda _: Server(tmp_path_factory.mktemp(name), args, name=name,
+                                                **kw))
 
 
 def _stop_clean(srv: Server):

@@ -33,10 +33,10 @@ import pytest
 
 import storm_support
 from iotmock_support import (MQTTv5, MQTTv311, NOT_AUTHORIZED_V5, PUBACK_OK, REPO,
-                             PolicyClient, Server, ServerStartError, add_thing_to_group, allow,
-                             attach_policy, cert_arn, cert_id, control_ok, create_policy,
-                             create_policy_version, create_thing, create_thing_group,
-                             policy_document, set_certificate_status, unique, which_or_none)
+                             PolicyClient, Server, add_thing_to_group, allow, attach_policy,
+                             cert_arn, cert_id, control_ok, create_policy, create_policy_version,
+                             create_thing, create_thing_group, policy_document,
+                             set_certificate_status, start_on_free_ports, unique, which_or_none)
 from storm_support import (FAULTS, Stats, check_outcomes, half_provisioned, make_devices,
                            provisioned_device, read_registry, release, run_device)
 
@@ -72,16 +72,12 @@ def start_memcheck_server(tmp_path_factory) -> MemcheckServer:
     if not VALGRIND_BIN.exists():
         pytest.fail(f"{VALGRIND_BIN} missing: `scripts/setup.sh test` builds it (or set "
                     "IOTMOCK_VALGRIND_BIN)", pytrace=False)
-    for _ in range(3):
+    def make(_attempt):
         work = tmp_path_factory.mktemp("memcheck")
         # One pre-generated key: the pool's fill, take and refill paths run, at little cost.
-        srv = MemcheckServer(work, ("--key-pool", "1"), work / "memcheck.log")
-        try:
-            return srv.start()
-        except ServerStartError:
-            if "in use" not in srv.stderr_text().lower():
-                raise
-    raise AssertionError("no free ports")
+        return MemcheckServer(work, ("--key-pool", "1"), work / "memcheck.log")
+
+    return start_on_free_ports(make)
 
 
 # --------------------------------------------------------------------------------------------
